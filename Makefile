@@ -1,0 +1,29 @@
+# Two commands for a new user: `make run` (the demo) and `make test` (the suite).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+
+.PHONY: install run test lint clean
+
+$(BIN)/orloj: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $@
+
+install: $(BIN)/orloj
+
+# Start the embedded local system, run the pipeline blueprint on the mock model, print its
+# trace and output, and shut down what was started.
+run: install
+	PATH="$(abspath $(BIN)):$$PATH" bash cluster/demo.sh
+
+lint: install
+	$(BIN)/lint-imports
+
+test: install lint
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -1,0 +1,40 @@
+"""AgentActor: the executor of one agent's turns, shared by every task that uses the agent.
+
+Async, so one actor runs many turns at once; model and tool calls are async I/O, and
+anything blocking must go through ``asyncio.to_thread``. The actor holds no task state:
+everything a turn needs arrives in the TurnRequest and everything it did goes back in the
+TurnResult, so a restarted actor loses nothing.
+"""
+
+from __future__ import annotations
+
+import ray
+
+from actors import RAY_NAMESPACE, agent_actor_name
+from orloj_ray.engine.turn import TurnRequest, TurnResult, run_turn
+from orloj_ray.gateway import default_gateway
+from orloj_ray.tools import HttpToolRunner
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=1000)
+class AgentActor:
+    def __init__(self, namespace: str, agent: str):
+        self.namespace = namespace
+        self.agent = agent
+        self._gateway = default_gateway()
+        self._tools = HttpToolRunner()
+        self.turns = 0
+
+    async def run_turn(self, request: TurnRequest) -> TurnResult:
+        self.turns += 1
+        return await run_turn(request, self._gateway, self._tools)
+
+    async def ping(self) -> dict:
+        return {"agent": self.agent, "namespace": self.namespace, "turns": self.turns}
+
+
+def agent_actor(namespace: str, agent: str) -> ray.actor.ActorHandle:
+    """The agent's actor, created on first use (``get_if_exists``), detached so tasks share it."""
+    return AgentActor.options(
+        name=agent_actor_name(namespace, agent), namespace=RAY_NAMESPACE, get_if_exists=True, lifetime="detached",
+    ).remote(namespace, agent)

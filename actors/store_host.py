@@ -1,0 +1,92 @@
+"""StoreHost: one named actor hosting the in-memory store, and RemoteStore, its client.
+
+Every process (Serve replicas, the Supervisor, drivers) reaches the same data through
+``RemoteStore``, which implements the Store protocol by forwarding to the actor. If the
+StoreHost dies its data is gone: the embedded default survives agent and supervisor deaths,
+not its own (PostgreSQL is the durable store).
+"""
+
+from __future__ import annotations
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from actors import RAY_NAMESPACE, STORE_ACTOR
+from orloj_ray.errors import Unavailable
+from orloj_ray.store import MemoryStore
+from orloj_ray.store.base import Event, LabelSelector, ListPage
+
+
+@ray.remote(num_cpus=0, max_restarts=0, max_concurrency=10_000)
+class StoreHost:
+    def __init__(self):
+        self._store = MemoryStore()
+
+    async def call(self, method: str, *args, **kwargs):
+        return await getattr(self._store, method)(*args, **kwargs)
+
+    async def ping(self) -> str:
+        return "ok"
+
+
+def start_store_host(*, detached: bool = True) -> ray.actor.ActorHandle:
+    options = {"name": STORE_ACTOR, "namespace": RAY_NAMESPACE, "get_if_exists": True}
+    if detached:
+        options["lifetime"] = "detached"
+    handle = StoreHost.options(**options).remote()
+    ray.get(handle.ping.remote())
+    return handle
+
+
+class RemoteStore:
+    """The Store protocol over the StoreHost actor; errors come back as the store raised them."""
+
+    def __init__(self, handle: ray.actor.ActorHandle | None = None):
+        self._handle = handle
+
+    @property
+    def handle(self) -> ray.actor.ActorHandle:
+        if self._handle is None:
+            self._handle = ray.get_actor(STORE_ACTOR, namespace=RAY_NAMESPACE)
+        return self._handle
+
+    async def _call(self, method: str, *args, **kwargs):
+        try:
+            return await self.handle.call.remote(method, *args, **kwargs)
+        except RayTaskError as exc:
+            cause = exc.cause
+            raise (cause if isinstance(cause, Exception) else exc) from None
+        except (RayActorError, ValueError) as exc:
+            raise Unavailable(f"store unavailable: {exc}") from None
+
+    async def create(self, obj: dict, *, source: str = "apiserver") -> dict:
+        return await self._call("create", obj, source=source)
+
+    async def upsert(self, obj: dict, *, source: str = "apiserver") -> tuple[dict, bool]:
+        return await self._call("upsert", obj, source=source)
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict:
+        return await self._call("get", kind, namespace, name)
+
+    async def list(self, kind: str, namespace: str | None = None, selector: LabelSelector | None = None,
+                   limit: int | None = None, after: str | None = None) -> ListPage:
+        return await self._call("list", kind, namespace, selector, limit, after)
+
+    async def update(self, obj: dict, expected_rv: str, *, source: str = "apiserver") -> dict:
+        return await self._call("update", obj, expected_rv, source=source)
+
+    async def update_status(self, kind: str, namespace: str, name: str, status: dict, expected_rv: str,
+                            *, source: str = "apiserver") -> dict:
+        return await self._call("update_status", kind, namespace, name, status, expected_rv, source=source)
+
+    async def delete(self, kind: str, namespace: str, name: str, *, source: str = "apiserver") -> dict:
+        return await self._call("delete", kind, namespace, name, source=source)
+
+    async def publish(self, event: Event) -> Event:
+        return await self._call("publish", event)
+
+    async def events_after(self, after_id: int, timeout_s: float = 0.0, limit: int = 1000) -> list[Event]:
+        return await self._call("events_after", after_id, timeout_s, limit)
+
+    async def last_event_id(self) -> int:
+        return await self._call("last_event_id")

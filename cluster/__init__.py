@@ -1,0 +1,1 @@
+"""Launching orloj-ray: Ray settings, the embedded local system, and deployment helpers."""

@@ -1,0 +1,65 @@
+"""Deploy and remove the orloj-ray control plane on a Ray cluster this process is attached to.
+
+``deploy`` starts the StoreHost, the Supervisor and the Serve API; ``undeploy`` removes
+exactly those (and the agent actors), so joining a shared cluster leaves everything else alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import httpx
+import ray
+from ray import serve
+
+from actors import AGENT_PREFIX, RAY_NAMESPACE, STORE_ACTOR, SUPERVISOR_ACTOR
+from actors.store_host import start_store_host
+from actors.supervisor import start_supervisor
+from serve.deployment import APP_NAME, deploy_api
+
+log = logging.getLogger("orloj_ray.cluster")
+
+
+def deploy(*, host: str = "127.0.0.1", port: int = 8080, cluster: dict | None = None,
+           healthz_timeout_s: float = 60.0) -> str:
+    """Deploy everything and wait until ``/healthz`` answers; returns the API URL."""
+    start_store_host()
+    start_supervisor()
+    deploy_api(cluster or {}, host=host, port=port)
+    url = f"http://{host}:{port}"
+    deadline = time.monotonic() + healthz_timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200:
+                return url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the orloj API did not answer on {url}/healthz within {healthz_timeout_s:.0f}s")
+        time.sleep(0.2)
+
+
+def _orloj_actor_names() -> list[str]:
+    from ray.util.state import list_actors
+
+    try:
+        actors = list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
+        return [a.name for a in actors if a.name and a.ray_namespace == RAY_NAMESPACE]
+    except Exception:  # the state API needs the dashboard; fall back to the names we know
+        return [SUPERVISOR_ACTOR, STORE_ACTOR]
+
+
+def undeploy() -> None:
+    """Remove the API app and every orloj actor (supervisor first, store last)."""
+    try:
+        serve.delete(APP_NAME)
+    except Exception:
+        log.warning("could not delete the Serve app %s", APP_NAME, exc_info=True)
+    names = _orloj_actor_names()
+    ordered = [SUPERVISOR_ACTOR] + sorted(n for n in names if n.startswith(AGENT_PREFIX)) + [STORE_ACTOR]
+    for name in ordered:
+        try:
+            ray.kill(ray.get_actor(name, namespace=RAY_NAMESPACE), no_restart=True)
+        except ValueError:
+            continue

@@ -1,0 +1,103 @@
+"""``python -m cluster.up``: the process behind ``orloj up``.
+
+Starts a local Ray head (or joins ``--address``), deploys the control plane, writes a state
+file for ``orloj down`` and ``orloj status``, and runs until SIGTERM/SIGINT. On the way out
+it removes only what it started: its own Ray head, or, on a joined cluster, its actors and
+Serve app. It never runs ``ray stop``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from cluster.ray_env import apply_local_env
+
+
+def _existing_local_cluster() -> str | None:
+    import ray._private.services as services
+
+    try:
+        addresses = services.find_gcs_addresses()
+    except Exception:
+        return None
+    return next(iter(addresses), None)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m cluster.up", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--address", default=None, help="join this Ray cluster instead of starting one ('auto' finds it)")
+    p.add_argument("--state-file", default=None)
+    p.add_argument("--dashboard-port", type=int, default=8265)
+    p.add_argument("--no-dashboard", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("orloj_ray.up")
+    apply_local_env()
+    import ray
+
+    from cluster.local import deploy, undeploy
+
+    started_ray = args.address is None
+    if started_ray:
+        existing = _existing_local_cluster()
+        if existing:
+            log.error("a Ray cluster is already running on this machine (GCS %s). Join it with "
+                      "'orloj up --address auto', or stop it first.", existing)
+            return 1
+        info = ray.init(
+            namespace="orloj", include_dashboard=not args.no_dashboard, dashboard_host="127.0.0.1",
+            dashboard_port=args.dashboard_port, logging_level="warning", log_to_driver=False,
+            _node_ip_address="127.0.0.1",
+        )
+    else:
+        info = ray.init(address=args.address, namespace="orloj", logging_level="warning", log_to_driver=False)
+    dashboard = info.dashboard_url or ""
+    cluster = {
+        "ray_address": info.address_info.get("gcs_address", ""),
+        "dashboard_url": f"http://{dashboard}" if dashboard and not dashboard.startswith("http") else dashboard,
+        "store": "memory", "log": "memory", "mode": "message-driven",
+    }
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    state_file = Path(args.state_file) if args.state_file else None
+    try:
+        url = deploy(host=args.host, port=args.port, cluster=cluster)
+        state = {"pid": os.getpid(), "api_url": url, "ray_address": cluster["ray_address"],
+                 "dashboard_url": cluster["dashboard_url"], "started_ray": started_ray,
+                 "store": cluster["store"], "log": cluster["log"], "log_file": os.environ.get("ORLOJ_UP_LOG", "")}
+        if state_file:
+            state_file.parent.mkdir(parents=True, exist_ok=True)
+            state_file.write_text(json.dumps(state, indent=2))
+        log.info("orloj-ray is up: API %s, Ray %s, dashboard %s", url, cluster["ray_address"],
+                 cluster["dashboard_url"] or "(off)")
+        print(json.dumps(state), flush=True)
+        while not stop.wait(1.0):
+            pass
+        log.info("shutting down")
+    finally:
+        try:
+            undeploy()
+        finally:
+            if started_ray:
+                ray.shutdown()
+            if state_file and state_file.exists():
+                state_file.unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

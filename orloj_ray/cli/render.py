@@ -1,0 +1,201 @@
+"""Tables and documents for ``get``/``describe``/``trace``: the columns follow orlojctl."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+from rich import box
+from rich.table import Table
+
+
+def _g(obj: dict, path: str) -> Any:
+    cur: Any = obj
+    for part in path.split("."):
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(part)
+    return cur
+
+
+def cell(value: Any, limit: int | None = None) -> str:
+    if value is None or value == "" or value == [] or value == {}:
+        text = "-"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, (list, tuple)):
+        text = ",".join(str(v) for v in value)
+    elif isinstance(value, dict):
+        text = json.dumps(value, separators=(",", ":"))
+    else:
+        text = str(value)
+    text = " ".join(text.split()) if "\n" in text else text
+    if limit and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+def _count(path: str) -> Callable[[dict], Any]:
+    return lambda o: len(_g(o, path) or [])
+
+
+def _at(path: str, limit: int | None = None) -> Callable[[dict], str]:
+    return lambda o: cell(_g(o, path), limit)
+
+
+NAME = ("NAME", _at("metadata.name"))
+STATUS = ("STATUS", _at("status.phase"))
+
+COLUMNS: dict[str, list[tuple[str, Callable[[dict], Any]]]] = {
+    "Agent": [NAME, ("MODEL_REF", _at("spec.model_ref")), STATUS, ("TOOLS", _count("spec.tools"))],
+    "AgentSystem": [NAME, STATUS, ("AGENTS", _count("spec.agents"))],
+    "ModelEndpoint": [NAME, ("PROVIDER", _at("spec.provider")), ("BASE_URL", _at("spec.base_url")),
+                      ("DEFAULT_MODEL", _at("spec.default_model")), STATUS],
+    "Tool": [NAME, ("TYPE", _at("spec.type")), ("ENDPOINT", _at("spec.endpoint")), STATUS],
+    "Secret": [NAME, ("KEYS", _count("spec.data")), STATUS],
+    "Memory": [NAME, ("TYPE", _at("spec.type")), ("PROVIDER", _at("spec.provider")), STATUS],
+    "AgentPolicy": [NAME, ("MODE", _at("spec.apply_mode")), ("SYSTEM_TARGETS", _at("spec.target_systems")),
+                    ("TASK_TARGETS", _at("spec.target_tasks")), ("TOKENS", _at("spec.max_tokens_per_run")),
+                    ("ALLOWED_MODELS", _at("spec.allowed_models")), ("BLOCKED_TOOLS", _at("spec.blocked_tools")),
+                    STATUS],
+    "AgentRole": [NAME, ("PERMISSIONS", _at("spec.permissions")), STATUS],
+    "ToolPermission": [NAME, ("TOOL", _at("spec.tool_ref")), ("ACTION", _at("spec.action")),
+                       ("MODE", _at("spec.match_mode")), ("REQUIRED_PERMISSIONS", _at("spec.required_permissions")),
+                       STATUS],
+    "ToolApproval": [NAME, ("TASK", _at("spec.task_ref")), ("TOOL", _at("spec.tool")),
+                     ("OPERATION", _at("spec.operation_class")), ("AGENT", _at("spec.agent")),
+                     ("PHASE", _at("status.phase")), ("EXPIRES_AT", _at("status.expires_at")),
+                     ("DECIDED_BY", _at("status.decided_by"))],
+    "Task": [NAME, ("SYSTEM", _at("spec.system")), ("PRIORITY", _at("spec.priority")), STATUS,
+             ("ATTEMPTS", lambda o: _g(o, "status.attempts") or 0),
+             ("ASSIGNED_WORKER", _at("status.assignedWorker")), ("CLAIMED_BY", _at("status.claimedBy")),
+             ("LEASE_UNTIL", _at("status.leaseUntil")), ("NEXT_ATTEMPT", _at("status.nextAttemptAt")),
+             ("LAST_ERROR", _at("status.lastError", 80))],
+    "TaskSchedule": [NAME, ("TASK_REF", _at("spec.task_ref")), ("SCHEDULE", _at("spec.schedule")),
+                     ("TIME_ZONE", _at("spec.time_zone")), ("SUSPEND", lambda o: cell(bool(_g(o, "spec.suspend")))),
+                     STATUS, ("LAST_SCHEDULE", _at("status.lastScheduleTime")),
+                     ("NEXT_SCHEDULE", _at("status.nextScheduleTime")), ("ACTIVE_RUNS", _count("status.activeRuns")),
+                     ("LAST_ERROR", _at("status.lastError", 80))],
+    "TaskWebhook": [NAME, ("TASK_REF", _at("spec.task_ref")), ("ENDPOINT_ID", _at("status.endpointID")),
+                    ("ENDPOINT_PATH", _at("status.endpointPath")),
+                    ("SUSPEND", lambda o: cell(bool(_g(o, "spec.suspend")))), STATUS,
+                    ("LAST_DELIVERY", _at("status.lastDeliveryTime")), ("LAST_EVENT", _at("status.lastEventID")),
+                    ("LAST_TASK", _at("status.lastTriggeredTask")), ("LAST_ERROR", _at("status.lastError", 80))],
+    "Worker": [NAME, ("REGION", _at("spec.region")), ("GPU", lambda o: cell(bool(_g(o, "spec.capabilities.gpu")))),
+               ("MAX_CONCURRENCY", _at("spec.max_concurrent_tasks")), STATUS,
+               ("LAST_HEARTBEAT", _at("status.lastHeartbeat"))],
+    "McpServer": [NAME, ("TRANSPORT", _at("spec.transport")), STATUS, ("TOOLS", _count("status.generatedTools")),
+                  ("LAST_SYNCED", _at("status.lastSyncedAt"))],
+}
+
+
+def resource_rows(kind: str, items: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Headers and string rows; a NAMESPACE column is added when items span namespaces."""
+    cols = COLUMNS.get(kind, [NAME, STATUS])
+    namespaces = {(_g(o, "metadata.namespace") or "default") for o in items}
+    headers = [h for h, _ in cols]
+    rows = [[cell(fn(o)) for _, fn in cols] for o in items]
+    if len(namespaces) > 1:
+        headers.insert(0, "NAMESPACE")
+        for row, o in zip(rows, items):
+            row.insert(0, _g(o, "metadata.namespace") or "default")
+    return headers, rows
+
+
+def table(headers: list[str], rows: list[list[str]], title: str | None = None) -> Table:
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title=title, title_justify="left")
+    for h in headers:
+        t.add_column(h, overflow="fold" if h in ("MESSAGE", "LAST_ERROR") else "ellipsis")
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
+def to_yaml(obj: Any) -> str:
+    return yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, default_flow_style=False, width=120)
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False)
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def agents_done(task: dict) -> list[str]:
+    """Agents that finished, in order: ``agent_end`` trace entries, else ``agent.N.name`` output keys."""
+    done: list[str] = []
+    for entry in _g(task, "status.trace") or []:
+        if entry.get("type") == "agent_end" and entry.get("agent") and entry["agent"] not in done:
+            done.append(entry["agent"])
+    if not done:
+        out = _g(task, "status.output") or {}
+        i = 1
+        while f"agent.{i}.name" in out:
+            done.append(out[f"agent.{i}.name"])
+            i += 1
+    return done
+
+
+def agent_models(task: dict) -> dict[str, str]:
+    out = _g(task, "status.output") or {}
+    models: dict[str, str] = {}
+    i = 1
+    while f"agent.{i}.name" in out:
+        models[out[f"agent.{i}.name"]] = out.get(f"agent.{i}.model", "")
+        i += 1
+    return models
+
+
+def trace_rows(task: dict) -> tuple[list[str], list[list[str]]]:
+    models = agent_models(task)
+    headers = ["TIME", "TYPE", "AGENT", "MODEL", "TOKENS", "LATENCY", "MESSAGE"]
+    rows = []
+    for e in _g(task, "status.trace") or []:
+        agent = e.get("agent") or ""
+        latency = e.get("latency_ms")
+        rows.append([
+            cell(_short_time(e.get("timestamp"))), cell(e.get("type")), cell(agent),
+            cell(e.get("model") or models.get(agent)), cell(e.get("tokens")),
+            f"{latency}ms" if latency not in (None, "") else "-",
+            cell(_trace_message(e), 200),
+        ])
+    return headers, rows
+
+
+def _trace_message(e: dict) -> str:
+    parts = [str(e.get("message") or "")]
+    if e.get("tool"):
+        parts.append(f"tool={e['tool']}")
+    if e.get("error_code"):
+        parts.append(f"error={e['error_code']}")
+    return " ".join(p for p in parts if p)
+
+
+def _short_time(ts: Any) -> str:
+    """``2026-03-29T10:00:01.123456Z`` → ``10:00:01.123``."""
+    if not isinstance(ts, str) or "T" not in ts:
+        return cell(ts)
+    t = ts.split("T", 1)[1].rstrip("Z")
+    for sep in ("+", "-"):
+        if sep in t:
+            t = t.split(sep, 1)[0]
+    head, dot, frac = t.partition(".")
+    return head + (dot + frac[:3] if dot else "")
+
+
+def task_output_text(task: dict) -> str:
+    """``status.output`` as indented JSON (what ``orlojctl run`` prints)."""
+    out = _g(task, "status.output") or {}
+    return to_json(out)
+
+
+def event_line(ev: dict) -> str:
+    parts = [str(ev.get("timestamp", ""))]
+    for key in ("id", "source", "type", "kind", "name", "namespace", "action", "message"):
+        value = ev.get(key)
+        if value not in (None, ""):
+            parts.append(f"{key}={value}")
+    return " ".join(p for p in parts if p)

@@ -1,0 +1,272 @@
+"""apply, validate, get, describe, delete, create secret, approve/deny."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from orloj_ray.cli import render
+from orloj_ray.cli.common import (
+    console, echo, fail, key_values, make_client, namespace_or, note, resolve_kind,
+)
+
+NamespaceOpt = Annotated[Optional[str], typer.Option("--namespace", "-n", help="Namespace.")]
+
+
+def format_manifest_error(err) -> str:
+    """``<file>: document <n>: <field>: <message>`` (document numbers start at 1)."""
+    parts = [str(getattr(err, "source", "") or "<input>")]
+    index = getattr(err, "index", None)
+    if index is not None:
+        parts.append(f"document {int(index) + 1}")
+    fld = getattr(err, "field", None)
+    if fld:
+        parts.append(str(fld))
+    parts.append(str(getattr(err, "message", None) or err))
+    return ": ".join(parts)
+
+
+def _manifest_errors_exit(exc) -> None:
+    errors = getattr(exc, "errors", None) or [exc]
+    for err in errors:
+        print(f"error: {format_manifest_error(err)}", file=sys.stderr)
+    n = len(errors)
+    print(f"error: {n} invalid document{'s' if n != 1 else ''}; nothing was applied", file=sys.stderr)
+    raise typer.Exit(1)
+
+
+def apply(
+    ctx: typer.Context,
+    files: Annotated[list[Path], typer.Option("--filename", "-f", help="Manifest file or directory (repeatable).")],
+    run: Annotated[bool, typer.Option("--run", help="Include runnable Tasks found in directories.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show create/update/no-op without changing anything.")] = False,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Validate every manifest locally, then create or update each object on the server."""
+    from orloj_ray.client import plan_apply, strip_server_fields
+    from orloj_ray.errors import OrlojError, Unavailable
+    from orloj_ray.resources import ManifestError, ManifestErrors
+
+    try:
+        plan = plan_apply([str(f) for f in files], run=run, namespace=namespace_or(ctx, namespace, None))
+    except (ManifestErrors, ManifestError) as exc:
+        _manifest_errors_exit(exc)
+    for item in plan.skipped:
+        echo(f"skipped task/{item.name} (mode: run) from {item.source}; use --run to include")
+    if not plan.objects:
+        note("nothing to apply")
+        return
+    client = make_client(ctx)
+    counts: dict[str, int] = {}
+    failed = 0
+    for item in plan.objects:
+        try:
+            if dry_run:
+                live = client.request("GET", f"/v1/{client.kind(item.kind).plural}/{item.name}",
+                                      params={"namespace": item.namespace}, allow_404=True)
+                if live is None:
+                    action = "create"
+                elif strip_server_fields(live) == strip_server_fields(item.doc):
+                    action = "no-op"
+                else:
+                    action = "update"
+                echo(f"dry-run {action} {item.ref}")
+            else:
+                client.create(item.doc)
+                action = "applied"
+                suffix = f" (generated from {item.generated_from})" if item.generated_from else ""
+                echo(f"applied {item.ref}{suffix}")
+            counts[action] = counts.get(action, 0) + 1
+        except Unavailable as exc:
+            fail(exc.message)
+        except OrlojError as exc:
+            failed += 1
+            print(f"error: {item.source}: {item.ref}: {exc.message}", file=sys.stderr)
+    if dry_run:
+        echo(f"dry-run: {counts.get('create', 0)} to create, {counts.get('update', 0)} to update, "
+             f"{counts.get('no-op', 0)} unchanged" + (f", {failed} failed" if failed else ""))
+    elif failed:
+        echo(f"{counts.get('applied', 0)} applied, {failed} failed")
+    elif len(plan.objects) > 1:
+        echo(f"{counts.get('applied', 0)} applied" + (f", {len(plan.skipped)} skipped" if plan.skipped else ""))
+    if failed:
+        raise typer.Exit(1)
+
+
+def validate(
+    files: Annotated[list[Path], typer.Option("--filename", "-f", help="Manifest file or directory (repeatable).")],
+) -> None:
+    """Check manifests offline (no server needed); exit 1 when any document is invalid."""
+    from orloj_ray.client import manifest_files
+    from orloj_ray.errors import OrlojError
+    from orloj_ray.resources import ManifestError, ManifestErrors, load_path
+
+    valid, errors = 0, []
+    for root in files:
+        try:
+            paths = manifest_files(root)
+        except OrlojError as exc:
+            errors.append(exc.message)
+            continue
+        for path in paths:
+            try:
+                manifests = load_path(path)
+            except ManifestErrors as exc:
+                errors.extend(format_manifest_error(e) for e in exc.errors)
+                continue
+            except ManifestError as exc:
+                errors.append(format_manifest_error(exc))
+                continue
+            for m in manifests:
+                valid += 1
+                echo(f"  valid  {str(m.kind).lower()}/{m.name}  ({m.source})")
+    if errors:
+        print(f"{valid} valid, {len(errors)} invalid:", file=sys.stderr)
+        for line in errors:
+            print(f"  error  {line}", file=sys.stderr)
+        raise typer.Exit(1)
+    echo(f"{valid} valid")
+
+
+def get(
+    ctx: typer.Context,
+    resource: Annotated[str, typer.Argument(help="Kind or alias: tasks, agents, agent-systems, ...")],
+    name: Annotated[Optional[str], typer.Argument(help="One object by name.")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="table, json or yaml.")] = "table",
+    namespace: Annotated[Optional[str], typer.Option("--namespace", "-n", help="Namespace (lists: all when omitted).")] = None,
+    phase: Annotated[Optional[str], typer.Option("--phase", help="Only objects in this status.phase.")] = None,
+    selector: Annotated[Optional[str], typer.Option("--selector", "-l", help="Label selector k=v[,k=v].")] = None,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Stream task changes (tasks only).")] = False,
+) -> None:
+    """List objects of a kind, or show one."""
+    info = resolve_kind(resource)
+    output = output.lower()
+    if output == "yml":
+        output = "yaml"
+    if output not in ("table", "json", "yaml"):
+        fail(f"unsupported output {output!r}: expected table, json or yaml", 2)
+    client = make_client(ctx)
+    if watch:
+        _watch_tasks(client, info, namespace_or(ctx, namespace, None), name)
+        return
+    if name:
+        obj = client.get(info.kind, name, namespace_or(ctx, namespace))
+        echo(render.to_json(obj) if output == "json" else render.to_yaml(obj).rstrip())
+        return
+    items = client.list(info.kind, namespace_or(ctx, namespace, None), selector)
+    if phase:
+        items = [o for o in items if str((o.get("status") or {}).get("phase", "")).lower() == phase.lower()]
+    if output == "json":
+        echo(render.to_json({"items": items}))
+    elif output == "yaml":
+        echo(render.to_yaml({"items": items}).rstrip())
+    elif not items:
+        where = f" in namespace {namespace_or(ctx, namespace, None)}" if namespace_or(ctx, namespace, None) else ""
+        note(f"no {info.plural} found{where}")
+    else:
+        headers, rows = render.resource_rows(info.kind, items)
+        console().print(render.table(headers, rows))
+
+
+def _watch_tasks(client, info, namespace, name) -> None:
+    if not info.watchable:
+        fail(f"--watch is supported for agents, tasks, task-schedules and task-webhooks, not {info.plural}", 2)
+    try:
+        for etype, res in client.watch(info.kind, namespace, name):
+            st = res.get("status") or {}
+            now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            echo(f"{now} event={etype} {info.lower}={(res.get('metadata') or {}).get('name')} "
+                 f"phase={st.get('phase', '')} attempts={st.get('attempts', 0)} claimed_by={st.get('claimedBy', '')}")
+    except KeyboardInterrupt:
+        return
+
+
+def describe(
+    ctx: typer.Context,
+    resource: Annotated[str, typer.Argument(help="Kind or alias.")],
+    name: Annotated[str, typer.Argument(help="Object name.")],
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Show one object with its status."""
+    info = resolve_kind(resource)
+    obj = make_client(ctx).get(info.kind, name, namespace_or(ctx, namespace))
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    echo(f"Kind:       {obj.get('kind', info.kind)}")
+    echo(f"Name:       {meta.get('name', name)}")
+    echo(f"Namespace:  {meta.get('namespace') or 'default'}")
+    if status.get("phase"):
+        echo(f"Phase:      {status['phase']}")
+    if status.get("lastError"):
+        echo(f"LastError:  {status['lastError']}")
+    echo("Resource:")
+    echo(render.to_yaml(obj).rstrip())
+
+
+def delete(
+    ctx: typer.Context,
+    resource: Annotated[str, typer.Argument(help="Kind or alias.")],
+    name: Annotated[str, typer.Argument(help="Object name.")],
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Delete one object."""
+    info = resolve_kind(resource)
+    make_client(ctx).delete(info.kind, name, namespace_or(ctx, namespace))
+    echo(f"deleted {info.lower}/{name}")
+
+
+def create_secret(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Secret name, e.g. openai-api-key.")],
+    from_literal: Annotated[list[str], typer.Option("--from-literal", help="key=value (repeatable); models read the key 'value'.")],
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Create or update a Secret from literal values."""
+    data = key_values(from_literal, "--from-literal")
+    make_client(ctx).create_secret(name, data, namespace=namespace_or(ctx, namespace))
+    echo(f"created secret/{name}")
+
+
+def _decide(ctx, verb: str, resource: str, name: str, decided_by, reason, namespace) -> None:
+    info = resolve_kind(resource, 2)
+    if info.kind != "ToolApproval":
+        fail(f"{verb} works on tool-approval only, not {resource!r}", 2)
+    client = make_client(ctx)
+    call = client.approve if verb == "approve" else client.deny
+    call(name, namespace=namespace_or(ctx, namespace), decided_by=decided_by, reason=reason)
+    echo(f"{'approved' if verb == 'approve' else 'denied'} tool-approval/{name}")
+
+
+DecidedBy = Annotated[Optional[str], typer.Option("--decided-by", help="Who decided (recorded).")]
+Reason = Annotated[Optional[str], typer.Option("--reason", help="Why.")]
+
+
+def approve(
+    ctx: typer.Context,
+    resource: Annotated[str, typer.Argument(help="tool-approval")],
+    name: Annotated[str, typer.Argument(help="ToolApproval name (ta-xxxxxxxx).")],
+    decided_by: DecidedBy = None, reason: Reason = None, namespace: NamespaceOpt = None,
+) -> None:
+    """Approve a pending tool call."""
+    _decide(ctx, "approve", resource, name, decided_by, reason, namespace)
+
+
+def deny(
+    ctx: typer.Context,
+    resource: Annotated[str, typer.Argument(help="tool-approval")],
+    name: Annotated[str, typer.Argument(help="ToolApproval name (ta-xxxxxxxx).")],
+    decided_by: DecidedBy = None, reason: Reason = None, namespace: NamespaceOpt = None,
+) -> None:
+    """Deny a pending tool call."""
+    _decide(ctx, "deny", resource, name, decided_by, reason, namespace)
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (apply, validate, get, describe, delete, approve, deny):
+        app.command()(fn)
+    create = typer.Typer(help="Create objects imperatively.", no_args_is_help=True)
+    create.command("secret")(create_secret)
+    app.add_typer(create, name="create")

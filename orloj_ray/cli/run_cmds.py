@@ -1,0 +1,239 @@
+"""run, wait, logs, trace, events: following tasks as they execute."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from orloj_ray.cli import render
+from orloj_ray.cli.common import (
+    console, echo, err_console, fail, key_values, make_client, namespace_or, note, resolve_kind,
+    seconds, split_ref,
+)
+
+NamespaceOpt = Annotated[Optional[str], typer.Option("--namespace", "-n", help="Namespace.")]
+FAILED_PHASES = ("Failed", "DeadLetter", "Error")
+
+
+class Progress:
+    """The live line for ``run``: a rich spinner on a terminal, plain lines otherwise (stderr)."""
+
+    def __init__(self, name: str, total_agents: int | None):
+        self.name, self.total = name, total_agents
+        self.err = err_console()
+        self.live = self.err.is_terminal
+        self._status = None
+        self._phase, self._done = None, []
+
+    def __enter__(self) -> Progress:
+        if self.live:
+            self._status = self.err.status(f"task {self.name}: creating")
+            self._status.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
+
+    def update(self, task: dict) -> None:
+        phase = (task.get("status") or {}).get("phase") or "Pending"
+        done = render.agents_done(task)
+        if self.live:
+            total = f"/{self.total}" if self.total else ""
+            agents = f" · agents done {len(done)}{total}" + (f": {', '.join(done)}" if done else "")
+            self._status.update(f"task {self.name}: [bold]{phase}[/bold]{agents}")
+            for agent in done[len(self._done):]:
+                self.err.print(f"  [green]✓[/green] {agent}", highlight=False)
+        else:
+            if phase != self._phase:
+                note(f"task {self.name}: {phase}")
+            for agent in done[len(self._done):]:
+                note(f"  agent done: {agent}")
+        self._phase, self._done = phase, done
+
+
+def run(
+    ctx: typer.Context,
+    system: Annotated[str, typer.Option("--system", "-s", help="AgentSystem to run.")],
+    inputs: Annotated[Optional[list[str]], typer.Argument(help="Task input as key=value (e.g. topic='AI chips').")] = None,
+    namespace: NamespaceOpt = None,
+    timeout: Annotated[str, typer.Option("--timeout", help="Give up after this long (5m, 90s).")] = "5m",
+    name: Annotated[Optional[str], typer.Option("--name", help="Task name (default run-<system>-<ms>).")] = None,
+    poll: Annotated[str, typer.Option("--poll", help="Polling interval when the server has no watch stream.")] = "1s",
+) -> None:
+    """Create a task for a system, follow it live and print its output.
+
+    Exit 0 when it succeeds, 1 when it fails, dead-letters or times out.
+    """
+    from orloj_ray.client import WaitTimeout
+    from orloj_ray.errors import OrlojError
+
+    data = key_values(inputs or [], "input")
+    ns = namespace_or(ctx, namespace)
+    limit, interval = seconds(timeout, "--timeout"), seconds(poll, "--poll")
+    client = make_client(ctx)
+    total = None
+    try:
+        total = len((client.get("agent-system", system, ns).get("spec") or {}).get("agents") or []) or None
+    except OrlojError as exc:
+        if exc.code in ("not_found",) or getattr(exc, "status", None) == 404:
+            fail(f"agent system {system!r} not found in namespace {ns!r}; apply it first "
+                 f"(orloj apply -f <dir>) or list systems with `orloj get agent-systems`")
+        if exc.code == "unavailable":
+            raise
+    task = client.create_task(system, data, name=name, namespace=ns)
+    tname = task["metadata"]["name"]
+    try:
+        with Progress(tname, total) as progress:
+            progress.update(task)
+            final = client.wait("task", tname, namespace=ns, timeout=limit, on_update=progress.update,
+                                poll_interval=interval)
+    except WaitTimeout as exc:
+        fail(f"{exc.message}; follow it with `orloj wait task/{tname}` or inspect `orloj trace task {tname}`")
+    st = final.get("status") or {}
+    if st.get("phase") == "Succeeded":
+        echo(render.task_output_text(final))
+        return
+    fail(f"task/{tname} {st.get('phase')}: {st.get('lastError') or 'no error recorded'} "
+         f"(details: orloj trace task {tname})")
+
+
+def _condition_phases(cond: str) -> tuple[str, set[str]]:
+    label = cond.split("=", 1)[1] if "=" in cond else cond
+    key = label.strip().lower()
+    if key in ("complete", "completed", "succeeded"):
+        return label, {"succeeded", "ready"}
+    if key in ("failed", "deadletter", "error"):
+        return label, {"failed", "deadletter", "error"}
+    return label, {key}
+
+
+def wait(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="<resource>/<name>, e.g. task/weekly-report.")],
+    name: Annotated[Optional[str], typer.Argument(hidden=True)] = None,
+    for_: Annotated[str, typer.Option("--for", help="condition=Complete|Failed|<Phase>.")] = "condition=Complete",
+    timeout: Annotated[str, typer.Option("--timeout", help="How long to wait (5m, 90s).")] = "5m",
+    interval: Annotated[str, typer.Option("--interval", help="Polling interval without a watch stream.")] = "2s",
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Wait for a condition. Exit 0 when met, 1 on timeout (or a task that ended otherwise), 2 on errors."""
+    from orloj_ray.client import TERMINAL_TASK_PHASES, WaitTimeout
+    from orloj_ray.errors import OrlojError
+
+    kind, nm = split_ref(ref, name, "orloj wait task/NAME --for condition=Complete")
+    info = resolve_kind(kind, 2)
+    if not for_.lower().startswith("condition=") and "=" in for_:
+        fail(f"--for {for_!r}: expected condition=<Complete|Failed|Phase>", 2)
+    label, phases = _condition_phases(for_)
+    limit, every = seconds(timeout, "--timeout"), seconds(interval, "--interval")
+    terminal = {p.lower() for p in TERMINAL_TASK_PHASES} if info.kind == "Task" else set()
+
+    def stop(obj: dict) -> bool:
+        phase = str((obj.get("status") or {}).get("phase") or "").lower()
+        return phase in phases or phase in terminal
+
+    try:
+        obj = make_client(ctx).wait(info.kind, nm, namespace=namespace_or(ctx, namespace), for_phases=stop,
+                                    timeout=limit, poll_interval=every)
+    except WaitTimeout as exc:
+        fail(f"{exc.message} for condition {label}", 1)
+    except OrlojError as exc:
+        fail(exc.message, 2)
+    phase = (obj.get("status") or {}).get("phase") or ""
+    if phase.lower() in phases:
+        echo(f"{info.lower}/{nm} condition met: {label} (phase={phase})")
+        return
+    err = (obj.get("status") or {}).get("lastError")
+    fail(f"{info.lower}/{nm} ended {phase}" + (f": {err}" if err else "") + f"; condition {label} cannot be met", 1)
+
+
+def logs(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="task/<name> or an agent name.")],
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Print a task's (or agent's) log lines."""
+    kind, _, nm = ref.partition("/") if "/" in ref else ("agent", "", ref)
+    info = resolve_kind(kind)
+    for line in make_client(ctx).logs(info.kind, nm, namespace_or(ctx, namespace)):
+        echo(line)
+
+
+def trace(
+    ctx: typer.Context,
+    resource: Annotated[str, typer.Argument(help="task")],
+    name: Annotated[Optional[str], typer.Argument(help="Task name.")] = None,
+    namespace: NamespaceOpt = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json (the raw trace).")] = "table",
+) -> None:
+    """Show how a task ran: summary, history, per-step trace and output."""
+    kind, nm = split_ref(resource, name, "orloj trace task NAME")
+    if resolve_kind(kind).kind != "Task":
+        fail("trace works on tasks: orloj trace task NAME", 2)
+    task = make_client(ctx).get("task", nm, namespace_or(ctx, namespace))
+    st, spec = task.get("status") or {}, task.get("spec") or {}
+    if output == "json":
+        echo(render.to_json(st.get("trace") or []))
+        return
+    out = st.get("output") or {}
+    header = [("Task", nm), ("System", spec.get("system")), ("Phase", st.get("phase")),
+              ("Attempts", st.get("attempts")), ("ClaimedBy", st.get("claimedBy")),
+              ("Started", st.get("startedAt")), ("Completed", st.get("completedAt")),
+              ("LastError", st.get("lastError")), ("ExecutionOrder", out.get("execution_order")),
+              ("TokensUsed", out.get("tokens_used_total")), ("EstimatedTokens", out.get("tokens_estimated_total"))]
+    for key, value in header:
+        if value not in (None, ""):
+            echo(f"{key + ':':<17}{value}")
+    con = console()
+    history = st.get("history") or []
+    if history:
+        rows = [[render.cell(render._short_time(h.get("timestamp"))), render.cell(h.get("type")),
+                 render.cell(h.get("worker")), render.cell(h.get("message"), 200)] for h in history]
+        con.print(render.table(["TIME", "TYPE", "WORKER", "MESSAGE"], rows, title="History"))
+    headers, rows = render.trace_rows(task)
+    if rows:
+        con.print(render.table(headers, rows, title="Trace"))
+    else:
+        echo("Trace: (empty)")
+    if out:
+        echo("Output:")
+        echo(render.task_output_text(task))
+
+
+def events(
+    ctx: typer.Context,
+    since: Annotated[Optional[int], typer.Option("--since", help="Replay events after this id.")] = None,
+    source: Annotated[Optional[str], typer.Option("--source")] = None,
+    type_: Annotated[Optional[str], typer.Option("--type", help="e.g. task.succeeded")] = None,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="e.g. Task")] = None,
+    name: Annotated[Optional[str], typer.Option("--name")] = None,
+    namespace: NamespaceOpt = None,
+    once: Annotated[bool, typer.Option("--once", help="Exit after the first event.")] = False,
+    timeout: Annotated[Optional[str], typer.Option("--timeout", help="Stop after this long (error if nothing arrived).")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Print each event as JSON.")] = False,
+) -> None:
+    """Stream control-plane events (Ctrl-C to stop)."""
+    import json
+
+    if kind:
+        kind = resolve_kind(kind, 2).kind
+    limit = seconds(timeout, "--timeout") if timeout else None
+    got = 0
+    try:
+        for ev in make_client(ctx).events(since, timeout=limit, source=source, type=type_, kind=kind,
+                                          name=name, namespace=namespace_or(ctx, namespace, None)):
+            got += 1
+            echo(json.dumps(ev, separators=(",", ":")) if raw else render.event_line(ev))
+            if once:
+                return
+    except KeyboardInterrupt:
+        return
+    if got == 0:
+        fail("no matching event arrived" + (f" within {timeout}" if timeout else " before the stream closed"))
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (run, wait, logs, trace, events):
+        app.command()(fn)

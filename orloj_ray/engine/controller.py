@@ -1,0 +1,118 @@
+"""The control loop behind the Supervisor: claim due tasks, run them, reconcile resources.
+
+Built like Ray Serve's controller loop: each step has its own ``try`` so one failure never
+starves the others, and the loop wakes on store events instead of polling hard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from orloj_ray.engine.claims import claim, claimable
+from orloj_ray.engine.executor import TaskExecutor
+from orloj_ray.engine.reconcile import SOURCE as RECONCILER, AgentProbe, reconcile
+from orloj_ray.engine.runtime import AgentRuntime
+
+log = logging.getLogger("orloj_ray.controller")
+
+RECONCILED = ("Agent", "AgentSystem", "ModelEndpoint", "Tool", "Secret", "Memory", "Worker")
+DEPENDENTS = {"ModelEndpoint": ("Agent",), "Agent": ("AgentSystem",), "Secret": ("Agent",)}
+
+
+class Controller:
+    def __init__(self, store, runtime: AgentRuntime, *, worker: str, probe: AgentProbe | None = None,
+                 max_concurrent_tasks: int = 256, resync_s: float = 30.0):
+        self.store = store
+        self.runtime = runtime
+        self.worker = worker
+        self.probe = probe
+        self.max_concurrent = max_concurrent_tasks
+        self.resync_s = resync_s
+        self.running: dict[str, asyncio.Task] = {}
+        self._stop = asyncio.Event()
+        self._cursor = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        self._cursor = await self.store.last_event_id()
+        await self._safely(self.resync)
+        loop = asyncio.get_running_loop()
+        next_resync = loop.time() + self.resync_s
+        while not self._stop.is_set():
+            events = []
+            try:
+                events = await self.store.events_after(self._cursor, timeout_s=1.0)
+            except Exception:
+                log.exception("reading store events failed")
+                await asyncio.sleep(1.0)
+            if events:
+                self._cursor = events[-1].id
+            await self._safely(self.claim_due, events)
+            await self._safely(self.reconcile_changed, events)
+            if loop.time() >= next_resync:
+                next_resync = loop.time() + self.resync_s
+                await self._safely(self.resync)
+
+    async def _safely(self, step, *args) -> None:
+        try:
+            await step(*args)
+        except Exception:
+            log.exception("controller step %s failed", step.__name__)
+
+    async def claim_due(self, events=None) -> int:
+        """Claim every due task (all of them when ``events`` is None, else those events name)."""
+        if events is not None:
+            names = {(e.namespace, e.name) for e in events
+                     if e.kind == "Task" and e.type in ("resource.created", "resource.updated", "resource.status")}
+            tasks = []
+            for ns, name in names:
+                try:
+                    tasks.append(await self.store.get("Task", ns, name))
+                except Exception:
+                    continue
+        else:
+            tasks = (await self.store.list("Task")).items
+        claimed = 0
+        for task in tasks:
+            key = f'{task["metadata"]["namespace"]}/{task["metadata"]["name"]}'
+            if key in self.running or len(self.running) >= self.max_concurrent or not claimable(task):
+                continue
+            owned = await claim(self.store, task, self.worker)
+            if owned is None:
+                continue
+            claimed += 1
+            run = asyncio.create_task(self._run_task(owned), name=f"task:{key}")
+            self.running[key] = run
+            run.add_done_callback(lambda _t, key=key: self.running.pop(key, None))
+        return claimed
+
+    async def _run_task(self, task: dict) -> None:
+        try:
+            await TaskExecutor(self.store, self.runtime, task, worker=self.worker).run()
+        except Exception:
+            log.exception("task %s/%s crashed the executor", task["metadata"]["namespace"], task["metadata"]["name"])
+
+    async def reconcile_changed(self, events) -> None:
+        todo: set[tuple[str, str, str]] = set()
+        for e in events:
+            if e.source == RECONCILER or e.kind not in RECONCILED or e.type == "resource.status":
+                continue
+            if e.type != "resource.deleted":
+                todo.add((e.kind, e.namespace, e.name))
+            for dependent in DEPENDENTS.get(e.kind, ()):
+                for item in (await self.store.list(dependent, e.namespace)).items:
+                    todo.add((dependent, e.namespace, item["metadata"]["name"]))
+        for kind, ns, name in sorted(todo):
+            try:
+                await reconcile(self.store, await self.store.get(kind, ns, name), self.probe)
+            except Exception:
+                log.debug("reconcile %s %s/%s skipped", kind, ns, name, exc_info=True)
+
+    async def resync(self) -> None:
+        await self.claim_due(None)
+        for kind in RECONCILED:
+            for obj in (await self.store.list(kind)).items:
+                await reconcile(self.store, obj, self.probe)

@@ -1,0 +1,82 @@
+"""Status reconcilers: one small function per kind that says whether a resource is usable.
+
+Each returns the desired ``(phase, lastError)``; ``reconcile`` writes only when that differs
+from what is stored, so reconciling is idempotent and never loops on its own writes.
+"""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable
+
+from orloj_ray.engine.resolve import resolve_endpoint
+from orloj_ray.errors import Conflict, NotFound
+from orloj_ray.graph import Graph, GraphError
+
+SOURCE = "reconciler"
+AgentProbe = Callable[[str, str], Awaitable[str]]
+"""``(namespace, agent) -> "running" | "idle" | "unreachable: <why>"``."""
+
+READY_KINDS = {"ModelEndpoint", "Tool", "Secret", "Memory", "Worker"}
+
+
+async def _desired_agent(store, obj: dict, probe: AgentProbe | None) -> tuple[str, str, dict]:
+    ns = obj["metadata"]["namespace"]
+    try:
+        await resolve_endpoint(store, ns, obj)
+    except LookupError as exc:
+        return "Error", str(exc), {}
+    state = await probe(ns, obj["metadata"]["name"]) if probe else "idle"
+    if state.startswith("unreachable"):
+        return "Error", f"agent actor {state}", {"actor": state}
+    return "Ready", "", {"actor": state}
+
+
+async def _desired_system(store, obj: dict) -> tuple[str, str, dict]:
+    ns = obj["metadata"]["namespace"]
+    try:
+        graph = Graph.from_spec(obj.get("spec") or {})
+    except GraphError as exc:
+        return "Error", f"invalid graph: {exc}", {}
+    missing = []
+    for agent in graph.agents:
+        try:
+            await store.get("Agent", ns, agent)
+        except NotFound:
+            missing.append(agent)
+    if missing:
+        return "Error", "missing agents: " + ", ".join(missing) + " (apply them, then this system becomes Ready)", {}
+    return "Ready", "", {}
+
+
+async def desired_status(store, obj: dict, probe: AgentProbe | None = None) -> tuple[str, str, dict] | None:
+    kind = obj["kind"]
+    if kind == "Agent":
+        return await _desired_agent(store, obj, probe)
+    if kind == "AgentSystem":
+        return await _desired_system(store, obj)
+    if kind in READY_KINDS:
+        return "Ready", "", {}
+    return None  # tasks, approvals and governance kinds have their own lifecycles
+
+
+async def reconcile(store, obj: dict, probe: AgentProbe | None = None) -> bool:
+    """Bring one object's phase up to date; True when a write happened."""
+    desired = await desired_status(store, obj, probe)
+    if desired is None:
+        return False
+    phase, error, extra = desired
+    status = dict(obj.get("status") or {})
+    generation = obj["metadata"].get("generation", 1)
+    want = {"phase": phase, "lastError": error, "observedGeneration": generation, **extra}
+    if all(status.get(k, "") == v for k, v in want.items()):
+        return False
+    status.update(want)
+    if not error:
+        status.pop("lastError", None)
+    meta = obj["metadata"]
+    try:
+        await store.update_status(obj["kind"], meta["namespace"], meta["name"], status, meta["resourceVersion"],
+                                  source=SOURCE)
+    except (Conflict, NotFound):
+        return False  # changed meanwhile: the change's own event brings us back
+    return True

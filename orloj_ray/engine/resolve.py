@@ -1,0 +1,180 @@
+"""Resolve a Task into everything its run needs, or say precisely what is missing.
+
+Checked in upstream's order (execution.md section 4); all problems are collected so one
+failed task tells the user everything to fix at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from dataclasses import dataclass, field
+
+from orloj_ray.errors import NotFound
+from orloj_ray.gateway import Endpoint
+from orloj_ray.graph import Graph, GraphError
+from orloj_ray.store import Store
+
+KEYLESS_PROVIDERS = {"mock", "ollama"}
+DEFAULT_ENDPOINT_LABEL = "orloj.dev/default-model-endpoint"
+
+
+class TaskInvalid(Exception):
+    """The task cannot run as declared; ``problems`` are user-facing messages."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class ResolvedTask:
+    system: dict
+    graph: Graph
+    agents: dict[str, dict] = field(default_factory=dict)
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    """Per agent name."""
+    tools: dict[str, list[dict]] = field(default_factory=dict)
+    """Per agent name: the Tool resources it may call."""
+
+
+def _split_ref(ref: str, namespace: str) -> tuple[str, str]:
+    ref = ref.strip()
+    if "/" in ref:
+        ns, name = ref.split("/", 1)
+        return ns or namespace, name
+    return namespace, ref
+
+
+async def _get(store: Store, kind: str, namespace: str, name: str) -> dict | None:
+    try:
+        return await store.get(kind, namespace, name)
+    except NotFound:
+        return None
+
+
+def agent_tool_names(spec: dict) -> list[str]:
+    """Tool names of an Agent spec: upstream strings or announcement-style ``{name, permissions}``."""
+    names: list[str] = []
+    for item in spec.get("tools") or []:
+        name = item.get("name", "") if isinstance(item, dict) else str(item)
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+async def resolve_secret(store: Store, namespace: str, ref: str) -> str:
+    """``name``, ``ns/name`` or ``name:key`` (default key ``value``), then ``ORLOJ_SECRET_<NAME>``."""
+    key = "value"
+    if ":" in ref:
+        ref, key = ref.rsplit(":", 1)
+    ns, name = _split_ref(ref, namespace)
+    secret = await _get(store, "Secret", ns, name)
+    data = ((secret or {}).get("spec") or {}).get("data") or {}
+    if data.get(key):
+        return base64.b64decode(data[key]).decode().strip()
+    normalized = re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+    for env in (ref, normalized, f"ORLOJ_SECRET_{normalized}"):
+        if os.environ.get(env):
+            return os.environ[env].strip()
+    raise LookupError(f'secret "{ns}/{name}" key "{key}" not found (apply a Secret or set ORLOJ_SECRET_{normalized})')
+
+
+async def default_endpoint(store: Store, namespace: str) -> dict | None:
+    """The namespace's default ModelEndpoint: named ``default`` or labelled as default."""
+    named = await _get(store, "ModelEndpoint", namespace, "default")
+    if named:
+        return named
+    page = await store.list("ModelEndpoint", namespace)
+    for item in page.items:
+        if ((item["metadata"].get("labels") or {}).get(DEFAULT_ENDPOINT_LABEL) or "").lower() == "true":
+            return item
+    return None
+
+
+async def resolve_endpoint(store: Store, namespace: str, agent: dict) -> Endpoint:
+    spec = agent.get("spec") or {}
+    name = agent["metadata"]["name"]
+    model_override = (spec.get("model") or "").strip()
+    if spec.get("model_ref"):
+        ns, ref = _split_ref(spec["model_ref"], namespace)
+        resource = await _get(store, "ModelEndpoint", ns, ref)
+        if resource is None:
+            raise LookupError(f'agent "{name}" model resolution failed: model endpoint "{ref}" not found')
+    elif model_override:
+        resource = await default_endpoint(store, namespace)
+        if resource is None:
+            raise LookupError(
+                f'agent "{name}" sets spec.model "{model_override}" but namespace "{namespace}" has no default '
+                f'ModelEndpoint: apply one named "default" (or labelled {DEFAULT_ENDPOINT_LABEL}: "true")'
+            )
+    else:
+        raise LookupError(f'agent "{name}" must set spec.model_ref')
+    espec = resource.get("spec") or {}
+    provider = (espec.get("provider") or "openai").lower()
+    api_key = ""
+    secret_ref = (espec.get("auth") or {}).get("secretRef") or ""
+    if secret_ref:
+        try:
+            api_key = await resolve_secret(store, resource["metadata"]["namespace"], secret_ref)
+        except LookupError as exc:
+            if provider not in KEYLESS_PROVIDERS:
+                raise LookupError(f'agent "{name}" model endpoint "{resource["metadata"]["name"]}": {exc}') from None
+    elif provider not in KEYLESS_PROVIDERS:
+        raise LookupError(f'model endpoint "{resource["metadata"]["name"]}" requires auth.secretRef')
+    return Endpoint(
+        name=resource["metadata"]["name"],
+        provider=provider,
+        base_url=espec.get("base_url") or "",
+        model=model_override or espec.get("default_model") or "",
+        options=dict(espec.get("options") or {}),
+        api_key=api_key,
+    )
+
+
+async def resolve_task(store: Store, task: dict) -> ResolvedTask:
+    namespace = task["metadata"]["namespace"]
+    spec = task.get("spec") or {}
+    system_name = (spec.get("system") or "").strip()
+    if not system_name:
+        raise TaskInvalid(["spec.system is required"])
+    system = await _get(store, "AgentSystem", namespace, system_name)
+    if system is None:
+        raise TaskInvalid([f'agentsystem "{system_name}" not found'])
+    problems: list[str] = []
+    try:
+        graph = Graph.from_spec(system.get("spec") or {})
+        graph.check_runnable(int(spec.get("max_turns") or 0))
+    except GraphError as exc:
+        raise TaskInvalid([f'agentsystem "{system_name}": {exc}']) from None
+    resolved = ResolvedTask(system=system, graph=graph)
+    for name in graph.agents:
+        agent = await _get(store, "Agent", namespace, name)
+        if agent is None:
+            problems.append(f'agent "{name}" not found')
+            continue
+        resolved.agents[name] = agent
+        aspec = agent.get("spec") or {}
+        tools = []
+        for tool_name in agent_tool_names(aspec):
+            tool = await _get(store, "Tool", namespace, tool_name)
+            if tool is None:
+                problems.append(f'agent "{name}" references missing tool "{tool_name}"')
+            else:
+                tools.append(tool)
+        resolved.tools[name] = tools
+        for role in aspec.get("roles") or []:
+            ns, role_name = _split_ref(role, namespace)
+            if await _get(store, "AgentRole", ns, role_name) is None:
+                problems.append(f'agent "{name}" references missing role "{role}"')
+        memory_ref = (aspec.get("memory") or {}).get("ref")
+        if memory_ref and await _get(store, "Memory", namespace, memory_ref) is None:
+            problems.append(f'agent "{name}" references missing memory "{memory_ref}"')
+        try:
+            resolved.endpoints[name] = await resolve_endpoint(store, namespace, agent)
+        except LookupError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise TaskInvalid(problems)
+    return resolved

@@ -1,0 +1,228 @@
+"""TaskRecorder: every write an execution makes to a Task's status, in one place.
+
+Writes are read-modify-write with optimistic concurrency (``mutate_status``) and serialized
+per task in this process. A task whose phase turned terminal from outside (``orloj cancel``)
+stops the run: the recorder raises ``TaskStopped`` instead of overwriting the decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from orloj_ray.store.base import Event
+from orloj_ray.store.util import mutate_status, now_rfc3339_nano
+
+if TYPE_CHECKING:
+    from orloj_ray.engine.executor import Envelope
+    from orloj_ray.engine.resolve import ResolvedTask
+    from orloj_ray.engine.turn import TurnResult
+
+TERMINAL = ("Succeeded", "Failed", "DeadLetter")
+TRACE_CAP, HISTORY_CAP, MESSAGES_CAP = 1000, 200, 500
+SOURCE = "task-controller"
+
+
+class TaskStopped(Exception):
+    """The task became terminal outside this run (e.g. canceled); stop quietly."""
+
+
+class TaskRecorder:
+    def __init__(self, store, task: dict, *, worker: str):
+        self.store = store
+        self.namespace = task["metadata"]["namespace"]
+        self.name = task["metadata"]["name"]
+        self.system = (task.get("spec") or {}).get("system", "")
+        self.attempt = int((task.get("status") or {}).get("attempts") or 1)
+        self.worker = worker
+        self._lock = asyncio.Lock()
+        self._seq = 0
+        self._done: list[TurnResult] = []
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _write(self, change, *, terminal_ok: bool = False) -> dict:
+        def apply(status: dict) -> dict | None:
+            if status.get("phase") in TERMINAL and not terminal_ok:
+                raise TaskStopped(status.get("phase"))
+            change(status)
+            for key, cap in (("trace", TRACE_CAP), ("history", HISTORY_CAP), ("messages", MESSAGES_CAP)):
+                if len(status.get(key) or []) > cap:
+                    status[key] = status[key][-cap:]
+            return status
+
+        async with self._lock:
+            return await mutate_status(self.store, "Task", self.namespace, self.name, apply, source=SOURCE)
+
+    def _trace(self, status: dict, kind: str, **fields) -> None:
+        self._seq += 1
+        row = {"timestamp": now_rfc3339_nano(), "step_id": f"a{self.attempt:03d}.s{self._seq:04d}",
+               "attempt": self.attempt, "type": kind}
+        row.update({k: v for k, v in fields.items() if v not in (None, "")})
+        status.setdefault("trace", []).append(row)
+
+    def _history(self, status: dict, kind: str, message: str) -> None:
+        status.setdefault("history", []).append(
+            {"timestamp": now_rfc3339_nano(), "type": kind, "worker": self.worker, "message": message})
+
+    async def _event(self, kind: str, phase: str, last_error: str = "") -> None:
+        await self.store.publish(Event(
+            id=0, timestamp="", source=SOURCE, type=f"task.{kind}", kind="Task", name=self.name,
+            namespace=self.namespace, action=phase.lower(),
+            data={"phase": phase, "attempts": self.attempt, "claimedBy": self.worker, "lastError": last_error},
+        ))
+
+    def _message(self, status: dict, env: Envelope, **fields) -> None:
+        messages = status.setdefault("messages", [])
+        record = next((m for m in messages if m.get("message_id") == env.message_id), None)
+        if record is None:
+            record = {
+                "timestamp": now_rfc3339_nano(), "message_id": env.message_id, "idempotency_key": env.message_id,
+                "task_id": f"{self.namespace}/{self.name}", "attempt": self.attempt, "system": self.system,
+                "from_agent": env.from_agent, "to_agent": env.to_agent, "branch_id": env.branch_id,
+                "parent_branch_id": env.parent_branch_id, "type": env.type, "content": env.content,
+                "trace_id": f"{self.namespace}/{self.name}/a{self.attempt:03d}", "parent_id": env.parent_id,
+                "phase": "Queued", "attempts": 0, "max_attempts": 1,
+            }
+            messages.append(record)
+        record.update({k: v for k, v in fields.items() if v is not None})
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, resolved: ResolvedTask, entries: list[str]) -> None:
+        def change(status: dict) -> None:
+            output = status.setdefault("output", {})
+            output.update({"system": self.system, "runtime.entry_agent": ",".join(entries)})
+            self._trace(status, "task_start", message=f"system={self.system} agents={len(resolved.graph.agents)}")
+
+        await self._write(change)
+
+    async def message_queued(self, env: Envelope) -> None:
+        await self._write(lambda s: self._message(s, env))
+
+    async def message_running(self, env: Envelope) -> None:
+        def change(status: dict) -> None:
+            record = next((m for m in status.get("messages") or [] if m.get("message_id") == env.message_id), None)
+            self._message(status, env, phase="Running", worker=self.worker,
+                          attempts=(record or {}).get("attempts", 0) + 1)
+            self._trace(status, "agent_start", agent=env.to_agent, message=f"from={env.from_agent} branch={env.branch_id}")
+
+        await self._write(change)
+
+    async def message_done(self, env: Envelope, why: str) -> None:
+        def change(status: dict) -> None:
+            self._message(status, env, phase="Succeeded", processed_at=now_rfc3339_nano())
+            self._trace(status, "agent_message_processed", agent=env.to_agent,
+                        message=f"message_id={env.message_id} status={why}")
+
+        await self._write(change)
+
+    async def message_failed(self, env: Envelope, error: str) -> None:
+        await self._write(lambda s: self._message(s, env, phase="DeadLetter", last_error=error,
+                                                  processed_at=now_rfc3339_nano()))
+
+    async def join_wait(self, env: Envelope, node: str, required: int, received: int) -> None:
+        def change(status: dict) -> None:
+            self._message(status, env, phase="Succeeded", processed_at=now_rfc3339_nano())
+            self._join_state(status, node, env, required)
+            self._trace(status, "agent_message_join_wait", agent=node,
+                        message=f"join waiting: received={received} required={required}")
+
+        await self._write(change)
+
+    async def join_activated(self, env: Envelope, node: str, mode: str, required: int, sources: list) -> None:
+        def change(status: dict) -> None:
+            state = self._join_state(status, node, env, required, mode=mode)
+            state.update({"activated": True, "activated_at": now_rfc3339_nano(), "activated_by": env.message_id})
+
+        await self._write(change)
+
+    def _join_state(self, status: dict, node: str, env: Envelope, required: int, mode: str = "wait_for_all") -> dict:
+        states = status.setdefault("join_states", [])
+        state = next((s for s in states if s["node"] == node and s["attempt"] == self.attempt), None)
+        if state is None:
+            state = {"attempt": self.attempt, "node": node, "mode": mode, "expected": required,
+                     "quorum_required": required, "sources": []}
+            states.append(state)
+        if all(src["message_id"] != env.message_id for src in state["sources"]):
+            state["sources"].append({"message_id": env.message_id, "from_agent": env.from_agent,
+                                     "branch_id": env.branch_id, "timestamp": now_rfc3339_nano(),
+                                     "payload": env.content[:1024]})
+        return state
+
+    async def turn_done(self, env: Envelope, inbox: list, result: TurnResult, children: list) -> None:
+        self._done.append(result)
+        index = len(self._done)
+
+        def change(status: dict) -> None:
+            for row in result.trace:
+                self._trace(status, row["type"], **{k: v for k, v in row.items() if k not in ("type", "timestamp")})
+            self._trace(
+                status, "agent_end", agent=result.agent, model=result.model, tokens=result.tokens,
+                input_tokens=result.input_tokens, output_tokens=result.output_tokens,
+                token_usage_source=result.token_source, latency_ms=result.duration_ms,
+                tool_calls=result.tool_calls, branch_id=env.branch_id,
+                input="\n\n".join(e.content for e in inbox), output=result.output,
+                message=f"steps={result.steps} tool_calls={result.tool_calls} tokens={result.tokens}",
+            )
+            self._message(status, env, phase="Succeeded", processed_at=now_rfc3339_nano())
+            for child in children:
+                self._message(status, child)
+                self._trace(status, "agent_message", agent=child.from_agent,
+                            message=f"agent message published: id={child.message_id} to={child.to_agent}")
+            output = status.setdefault("output", {})
+            prefix = f"agent.{index}"
+            output.update({
+                f"{prefix}.name": result.agent, f"{prefix}.model": result.model,
+                f"{prefix}.steps": str(result.steps), f"{prefix}.tool_calls": str(result.tool_calls),
+                f"{prefix}.duration_ms": str(result.duration_ms), f"{prefix}.tokens_used": str(result.tokens),
+                f"{prefix}.token_usage_source": result.token_source,
+                "last_agent": result.agent, "last_output": result.output,
+                "tokens_used_total": str(sum(r.tokens for r in self._done)),
+            })
+
+        await self._write(change)
+
+    async def turn_failed(self, env: Envelope, result: TurnResult) -> None:
+        def change(status: dict) -> None:
+            for row in result.trace:
+                self._trace(status, row["type"], **{k: v for k, v in row.items() if k not in ("type", "timestamp")})
+            self._trace(status, "agent_error", agent=result.agent, error_code=result.error_code,
+                        message=result.error, latency_ms=result.duration_ms)
+            self._message(status, env, phase="DeadLetter", last_error=result.error, processed_at=now_rfc3339_nano())
+
+        await self._write(change)
+
+    async def succeed(self, order: list[str], duration_ms: int) -> None:
+        def change(status: dict) -> None:
+            output = status.setdefault("output", {})
+            terminal = [r for r in self._done if r.agent == (order[-1] if order else "")]
+            output.update({
+                "execution_order": " -> ".join(order), "result": "executed",
+                "agents_executed": str(len(order)), "duration_ms": str(duration_ms),
+                "final_output": terminal[-1].output if terminal else "",
+            })
+            self._trace(status, "task_summary", message=f"agents={len(order)} duration_ms={duration_ms}")
+            self._history(status, "succeeded", "task execution completed successfully")
+            _finish(status, "Succeeded")
+
+        await self._write(change)
+        await self._event("succeeded", "Succeeded")
+
+    async def fail(self, code: str, message: str) -> None:
+        def change(status: dict) -> None:
+            status["lastError"] = message
+            status["errorCode"] = code
+            self._trace(status, "task_failed", error_code=code, message=message)
+            self._history(status, "failed", message)
+            _finish(status, "Failed")
+
+        await self._write(change)
+        await self._event("failed", "Failed", message)
+
+
+def _finish(status: dict, phase: str) -> None:
+    status["phase"] = phase
+    status["completedAt"] = now_rfc3339_nano()
+    for key in ("claimedBy", "assignedWorker", "leaseUntil", "lastHeartbeat", "nextAttemptAt"):
+        status.pop(key, None)

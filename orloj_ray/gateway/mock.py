@@ -1,0 +1,69 @@
+"""The ``mock`` provider: deterministic, offline, and honest about who wrote what.
+
+Each reply names the agent, step and model, restates the agent's role (first line of its
+prompt) and the topic, and quotes the start of what upstream agents handed over, so a reader
+of a trace can follow the work. When tools are offered and none has been called yet, it asks
+for one the way upstream's mock does: the first tool whose name matches a keyword in the
+context (``vector``, ``search``, ``web``, ``db``, ``echo``), else the first tool.
+"""
+
+from __future__ import annotations
+
+import json
+
+from orloj_ray.gateway.base import CompletionReply, CompletionRequest, Endpoint, ToolCall
+
+_PATTERNS = ("vector", "search", "web", "db", "echo")
+_QUOTE = 120
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _short(text: str, limit: int = _QUOTE) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class MockProvider:
+    async def complete(self, endpoint: Endpoint, request: CompletionRequest) -> CompletionReply:
+        meta = request.metadata
+        agent = meta.get("agent", "agent")
+        step = meta.get("step", 1)
+        system = next((m.content for m in request.messages if m.role == "system"), "")
+        tool_results = [m for m in request.messages if m.role == "tool"]
+        if request.tools and not tool_results:
+            return CompletionReply(tool_calls=[self._pick_tool(request, system, meta)])
+
+        parts = [f"{agent} (step {step}, model {endpoint.model}):"]
+        role = _first_line(system)
+        if role:
+            parts.append(role)
+        topic = meta.get("topic") or ""
+        if topic:
+            parts.append(f'Topic: "{_short(topic)}".')
+        for source in meta.get("inbox") or []:
+            parts.append(f'From {source["from"]}: "{_short(source["content"])}"')
+        for result in tool_results:
+            parts.append(f'Tool {result.name} returned: "{_short(result.content)}"')
+        return CompletionReply(text=" ".join(parts))
+
+    @staticmethod
+    def _pick_tool(request: CompletionRequest, system: str, meta: dict) -> ToolCall:
+        names = [t.name for t in request.tools]
+        inbox = " ".join(s["content"] for s in meta.get("inbox") or [])
+        haystack = " ".join([system, meta.get("topic") or "", inbox]).lower()
+        chosen = names[0]
+        for pattern in _PATTERNS:
+            if pattern in haystack:
+                match = next((n for n in names if pattern in n.lower()), None)
+                if match:
+                    chosen = match
+                    break
+        payload = inbox or meta.get("topic") or f"agent={meta.get('agent')} step={meta.get('step')}"
+        return ToolCall(id=f"call_{meta.get('step', 1)}_{chosen}", name=chosen,
+                        arguments=json.dumps({"input": payload}))

@@ -1,0 +1,191 @@
+"""``MemoryStore``: the default, in-process Store.
+
+Data lives in this process only (the runtime hosts one instance in a named actor); it is lost
+when that process dies. All methods run on one asyncio event loop and never await while
+changing state, so each write is atomic.
+"""
+
+from __future__ import annotations
+
+from orloj_ray.errors import Conflict, InvalidResource, NotFound
+from orloj_ray.store.base import Event, LabelSelector, ListPage
+from orloj_ray.store.events import DEFAULT_CAPACITY, EventLog, resource_event
+from orloj_ray.store.util import clean_rv, clone, now_rfc3339, quote
+
+MAX_LIMIT = 1000
+
+_Key = tuple[str, str]  # (namespace, name)
+
+
+class MemoryStore:
+    """Objects keyed by (kind, namespace, name), copied on the way in and out."""
+
+    def __init__(self, *, event_capacity: int = DEFAULT_CAPACITY):
+        self._kinds: dict[str, dict[_Key, dict]] = {}
+        self._events = EventLog(event_capacity)
+
+    async def create(self, obj: dict, *, source: str = "apiserver") -> dict:
+        kind, key, body = _incoming(obj)
+        if key in self._kinds.get(kind, {}):
+            raise Conflict(f"{kind.lower()} {quote(key[1])} already exists")
+        return self._insert(kind, key, body, source)
+
+    async def upsert(self, obj: dict, *, source: str = "apiserver") -> tuple[dict, bool]:
+        kind, key, body = _incoming(obj)
+        current = self._kinds.get(kind, {}).get(key)
+        if current is None:
+            return self._insert(kind, key, body, source), True
+        body_rv = clean_rv(body["metadata"].get("resourceVersion"))
+        if body_rv:
+            _check_rv(kind, body_rv, current)
+        return self._replace(kind, key, current, body, source), False
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict:
+        return clone(self._current(kind, namespace, name))
+
+    async def list(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        selector: LabelSelector | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> ListPage:
+        limit = MAX_LIMIT if not limit or limit <= 0 else min(limit, MAX_LIMIT)
+        items = self._kinds.get(kind, {})
+        keys = sorted(k for k in items if not namespace or k[0] == namespace)
+        if after:
+            keys = [k for k in keys if _after(k, after)]
+        if selector and selector.terms:
+            keys = [k for k in keys if selector.matches(items[k]["metadata"].get("labels"))]
+        page = keys[:limit]
+        cont = None
+        if page and len(page) == limit:
+            ns, name = page[-1]
+            cont = name if namespace else f"{ns}/{name}"
+        return ListPage(items=[clone(items[k]) for k in page], continue_=cont)
+
+    async def update(self, obj: dict, expected_rv: str, *, source: str = "apiserver") -> dict:
+        kind, key, body = _incoming(obj)
+        current = self._current(kind, *key)
+        _check_rv(kind, _required_rv(expected_rv), current)
+        return self._replace(kind, key, current, body, source)
+
+    async def update_status(
+        self, kind: str, namespace: str, name: str, status: dict, expected_rv: str,
+        *, source: str = "apiserver",
+    ) -> dict:
+        if not isinstance(status, dict):
+            raise InvalidResource("status must be an object", field="status")
+        current = self._current(kind, namespace, name)
+        _check_rv(kind, _required_rv(expected_rv), current)
+        meta = current["metadata"]
+        status = clone(status)
+        if not status.get("observedGeneration"):
+            status["observedGeneration"] = meta["generation"]
+        current["status"] = status
+        meta["resourceVersion"] = _next_rv(meta["resourceVersion"])
+        self._events.append(resource_event("status", current, source))
+        return clone(current)
+
+    async def delete(self, kind: str, namespace: str, name: str, *, source: str = "apiserver") -> dict:
+        current = self._current(kind, namespace, name)
+        del self._kinds[kind][_key(namespace, name)]
+        self._events.append(resource_event("deleted", current, source))
+        return current
+
+    async def publish(self, event: Event) -> Event:
+        return self._events.append(event)
+
+    async def events_after(self, after_id: int, timeout_s: float = 0.0, limit: int = 1000) -> list[Event]:
+        return await self._events.wait_after(after_id, timeout_s, limit)
+
+    async def last_event_id(self) -> int:
+        return self._events.last_id
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _bucket(self, kind: str) -> dict[_Key, dict]:
+        return self._kinds.setdefault(kind, {})
+
+    def _current(self, kind: str, namespace: str, name: str) -> dict:
+        found = self._kinds.get(kind, {}).get(_key(namespace, name))
+        if found is None:
+            raise NotFound(f"{kind.lower()} {quote(name)} not found")
+        return found
+
+    def _insert(self, kind: str, key: _Key, body: dict, source: str) -> dict:
+        meta = body["metadata"]
+        body_rv = clean_rv(meta.get("resourceVersion"))
+        if body_rv not in ("", "0"):
+            raise _conflict(kind, body_rv, "")
+        meta.update(resourceVersion="1", generation=1, createdAt=now_rfc3339())
+        status = body.pop("status", None)
+        body["status"] = status if isinstance(status, dict) else {}
+        self._bucket(kind)[key] = body
+        self._events.append(resource_event("created", body, source))
+        return clone(body)
+
+    def _replace(self, kind: str, key: _Key, current: dict, body: dict, source: str) -> dict:
+        """Replace metadata and spec, keep status; bump generation only when the spec changed."""
+        old = current["metadata"]
+        generation = old.get("generation") or 1
+        if body.get("spec") != current.get("spec"):
+            generation += 1
+        body["metadata"].update(
+            resourceVersion=_next_rv(old["resourceVersion"]), generation=generation, createdAt=old.get("createdAt")
+        )
+        body.pop("status", None)
+        body["status"] = current.get("status", {})
+        self._bucket(kind)[key] = body
+        self._events.append(resource_event("updated", body, source))
+        return clone(body)
+
+
+def _incoming(obj: dict) -> tuple[str, _Key, dict]:
+    """Validate the identity of a written object and return (kind, key, private copy)."""
+    if not isinstance(obj, dict):
+        raise InvalidResource("resource must be an object")
+    kind = obj.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise InvalidResource("kind is required", field="kind")
+    meta = obj.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if not isinstance(name, str) or not name:
+        raise InvalidResource("metadata.name is required", field="metadata.name")
+    body = clone(obj)
+    key = _key(body["metadata"].get("namespace"), name)
+    body["metadata"]["namespace"] = key[0]
+    return kind, key, body
+
+
+def _key(namespace: str | None, name: str) -> _Key:
+    return (namespace or "default", name)
+
+
+def _after(key: _Key, cursor: str) -> bool:
+    """Keyset filter: a ``namespace/name`` cursor compares the pair, a bare name the name."""
+    if "/" in cursor:
+        return key > tuple(cursor.split("/", 1))
+    return key[1] > cursor
+
+
+def _required_rv(expected_rv: str) -> str:
+    rv = clean_rv(expected_rv)
+    if not rv:
+        raise Conflict("resourceVersion precondition required for update (set metadata.resourceVersion or If-Match)")
+    return rv
+
+
+def _check_rv(kind: str, expected: str, current: dict) -> None:
+    current_rv = current["metadata"]["resourceVersion"]
+    if expected != "*" and expected != current_rv:
+        raise _conflict(kind, expected, current_rv)
+
+
+def _conflict(kind: str, expected: str, current: str) -> Conflict:
+    return Conflict(f"{kind} resourceVersion conflict: expected={quote(expected)} current={quote(current)}")
+
+
+def _next_rv(rv: str) -> str:
+    return str(int(rv) + 1)

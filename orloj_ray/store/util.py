@@ -1,0 +1,85 @@
+"""Small helpers shared by the store implementations, the API and the runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import random
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Callable
+
+from orloj_ray.errors import Conflict
+
+if TYPE_CHECKING:
+    from orloj_ray.store.base import Store
+
+
+def now_rfc3339() -> str:
+    """UTC now to the second, e.g. ``2026-03-29T10:00:00Z`` (Go ``time.RFC3339``)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_rfc3339_nano() -> str:
+    """UTC now with trailing fraction zeros trimmed, e.g. ``2026-03-29T10:00:00.12Z`` (Go ``RFC3339Nano``)."""
+    now = datetime.now(timezone.utc)
+    fraction = f"{now.microsecond:06d}".rstrip("0")
+    return now.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"
+
+
+def clean_rv(value: Any) -> str:
+    """A precondition as sent (``If-Match`` or body RV): strips blanks, a ``W/`` prefix and quotes."""
+    text = str(value or "").strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    return text.strip().strip('"').strip()
+
+
+def quote(text: str) -> str:
+    """Go ``%q``-style quoting for error messages: ``agent "x" not found``."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def clone(value: Any) -> Any:
+    """Deep copy of JSON-shaped data; fast path for dicts, lists and scalars."""
+    if isinstance(value, dict):
+        return {k: clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clone(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return copy.deepcopy(value)
+
+
+async def mutate_status(
+    store: Store,
+    kind: str,
+    namespace: str,
+    name: str,
+    fn: Callable[[dict], dict | None],
+    *,
+    retries: int = 5,
+    source: str = "apiserver",
+) -> dict:
+    """Read-modify-write of one object's status under optimistic concurrency.
+
+    ``fn`` gets a copy of the current status and returns the new whole status, or ``None`` to
+    write nothing. On ``Conflict`` the object is re-read and ``fn`` applied again, up to
+    ``retries`` more times with a short jittered backoff; the last ``Conflict`` is re-raised.
+    Returns the stored object (as read when ``fn`` returned ``None``).
+    """
+    attempt = 0
+    while True:
+        obj = await store.get(kind, namespace, name)
+        status = fn(obj.get("status") or {})
+        if status is None:
+            return obj
+        try:
+            return await store.update_status(
+                kind, namespace, name, status, obj["metadata"]["resourceVersion"], source=source
+            )
+        except Conflict:
+            if attempt >= retries:
+                raise
+        await asyncio.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))
+        attempt += 1

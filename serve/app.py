@@ -1,0 +1,119 @@
+"""The orloj-ray REST API as a plain FastAPI app: ``create_app(store)``.
+
+Upstream-compatible paths, verbs, status codes and JSON bodies (see
+/work/shared/reference/api.md), over any object implementing the async ``Store`` protocol.
+No Ray here: ``serve/deployment.py`` wraps this app with Ray Serve, and tests drive it with
+``httpx.ASGITransport``. Creating a task only stores it; nothing here waits on agent work.
+
+Modules: ``routes_resources`` (generic CRUD over the 15 kinds), ``sse`` (watch streams),
+``routes_tasks`` (logs), ``routes_approvals`` (approve/deny), ``errors`` (the JSON error
+envelope), ``middleware`` (request id, body limit), ``codec`` (body decoding, redaction).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Awaitable, Callable
+
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+
+from serve import routes_approvals, routes_resources, routes_tasks, sse
+from serve.codec import now_rfc3339
+from serve.errors import JSONResponse, install_error_handlers
+from serve.middleware import MAX_BODY_BYTES, RequestContext
+from serve.routes_resources import list_all
+
+RuntimeInfo = Callable[[], Awaitable[dict]]
+
+CAPABILITIES = (
+    ("core.api.crud", "Declarative CRUD API for all orloj.dev/v1 resources"),
+    ("core.runtime.sequential", "Sequential task execution"),
+    ("core.runtime.message_driven", "Message-driven task execution with durable delivery"),
+    ("core.governance.agent_roles", "Agent roles, tool permissions, policies and approvals"),
+    ("core.ui.baseline", "Baseline web console"),
+    ("core.self_host", "Self-hosted deployment"),
+)
+
+NAMESPACE_KINDS = ("Agent", "AgentSystem", "ModelEndpoint", "Tool", "Secret", "Memory", "AgentPolicy", "Task",
+                   "Worker")
+"""Kinds whose namespaces ``/v1/namespaces`` reports (upstream's list)."""
+
+TASK_PHASES = ("Pending", "Running", "WaitingApproval", "Succeeded", "Failed", "DeadLetter")
+
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def create_app(
+    store: Any,
+    *,
+    runtime_info: RuntimeInfo | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    heartbeat_s: float = 15.0,
+    wait_s: float = 1.0,
+) -> FastAPI:
+    """Build the API over ``store``.
+
+    ``runtime_info``: optional async callable whose dict ``GET /v1/runtime`` returns (``{}``
+    without one). ``max_body_bytes``: request body limit, default 4 MiB as upstream.
+    ``heartbeat_s`` / ``wait_s``: SSE keep-alive interval (default 15 s) and the longest wait
+    between client-disconnect checks (default 1 s).
+    """
+    app = FastAPI(
+        title="orloj-ray",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        default_response_class=JSONResponse,
+    )
+    app.state.store = store
+    install_error_handlers(app)
+    app.add_middleware(RequestContext, max_body_bytes=max_body_bytes)
+
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def capabilities() -> JSONResponse:
+        return JSONResponse({
+            "generated_at": now_rfc3339(nano=True),
+            "capabilities": [
+                {"id": cid, "enabled": True, "description": desc, "source": "oss"} for cid, desc in CAPABILITIES
+            ],
+        })
+
+    async def namespaces() -> JSONResponse:
+        found: set[str] = set()
+        for kind in NAMESPACE_KINDS:
+            for obj in await list_all(store, kind):
+                found.add((obj.get("metadata") or {}).get("namespace") or "default")
+        return JSONResponse({"namespaces": sorted(found) or ["default"]})
+
+    async def runtime() -> JSONResponse:
+        return JSONResponse(await runtime_info() if runtime_info is not None else {})
+
+    async def metrics() -> PlainTextResponse:
+        phases = Counter((t.get("status") or {}).get("phase") or "Pending" for t in await list_all(store, "Task"))
+        lines = ["# HELP orloj_tasks Tasks by phase.", "# TYPE orloj_tasks gauge"]
+        for phase in sorted(set(TASK_PHASES) | set(phases)):
+            lines.append(f'orloj_tasks{{phase="{_label(phase)}"}} {phases.get(phase, 0)}')
+        lines += ["# HELP orloj_events_last_id Id of the newest control-plane event.",
+                  "# TYPE orloj_events_last_id counter",
+                  f"orloj_events_last_id {await store.last_event_id()}"]
+        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+    app.add_api_route("/healthz", healthz, methods=ALL_METHODS, name="healthz")
+    app.add_api_route("/metrics", metrics, methods=["GET"], name="metrics")
+    app.add_api_route("/v1/capabilities", capabilities, methods=["GET"], name="capabilities")
+    app.add_api_route("/v1/namespaces", namespaces, methods=["GET"], name="namespaces")
+    app.add_api_route("/v1/runtime", runtime, methods=["GET"], name="runtime")
+
+    # Order matters: /v1/<c>/watch must be matched before /v1/<c>/{name}.
+    sse.register(app, store, sse.StreamSettings(heartbeat_s=heartbeat_s, wait_s=wait_s))
+    routes_resources.register(app, store)
+    routes_tasks.register(app, store)
+    routes_approvals.register(app, store)
+    return app
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -1,0 +1,154 @@
+"""Request decoding, precondition parsing and secret redaction for the REST layer."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+from typing import Any
+
+import yaml
+from starlette.requests import Request
+
+from orloj_ray.errors import Conflict, InvalidResource
+
+REDACTED = "***"
+
+PRECONDITION_REQUIRED = "resourceVersion precondition required for update (set metadata.resourceVersion or If-Match)"
+
+
+async def read_document(request: Request, *, json_only: bool = False) -> dict:
+    """Decode a manifest body. JSON is tried first; then (unless ``json_only``) YAML.
+
+    The format is sniffed from the content, never from ``Content-Type``: upstream's load
+    tester posts raw YAML labelled ``application/json``.
+    """
+    raw = await request.body()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidResource(f"invalid request body: not UTF-8 ({exc})") from exc
+    if not text.strip():
+        raise InvalidResource("request body is empty: expected a JSON or YAML object")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if json_only:
+            raise InvalidResource(f"invalid JSON: {exc}") from exc
+        try:
+            doc = _plain(yaml.safe_load(text))
+        except yaml.YAMLError as yexc:
+            raise InvalidResource(f"invalid manifest: not JSON, and not YAML ({_one_line(yexc)})") from yexc
+    if not isinstance(doc, dict):
+        raise InvalidResource(f"invalid manifest: expected an object, got {_json_type(doc)}")
+    return doc
+
+
+async def read_optional_json(request: Request) -> dict:
+    """An optional JSON object body; anything unreadable counts as ``{}`` (upstream ignores it)."""
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _plain(value: Any) -> Any:
+    """YAML timestamps/dates become strings, so a manifest stays JSON-shaped."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None and value.utcoffset() == dt.timedelta(0):
+            return value.replace(tzinfo=None).isoformat() + "Z"
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "value")
+
+
+def metadata_of(doc: dict) -> dict:
+    meta = doc.get("metadata")
+    if meta is None:
+        meta = doc["metadata"] = {}
+    if not isinstance(meta, dict):
+        raise InvalidResource("metadata must be an object", field="metadata")
+    return meta
+
+
+def body_resource_version(doc: dict) -> str:
+    meta = doc.get("metadata")
+    if not isinstance(meta, dict):
+        return ""
+    rv = meta.get("resourceVersion")
+    return "" if rv is None else str(rv).strip()
+
+
+def if_match(request: Request) -> str:
+    """The ``If-Match`` header without ``W/`` and quotes ("" when absent)."""
+    value = request.headers.get("if-match", "").strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    return value.strip().strip('"').strip()
+
+
+def expected_version(request: Request, body_rv: str) -> str:
+    """Upstream's precondition rule for PUT and PUT /status: If-Match or body RV, consistent."""
+    header = if_match(request)
+    if not header and not body_rv:
+        raise Conflict(PRECONDITION_REQUIRED, field="metadata.resourceVersion")
+    if header and body_rv and header != body_rv and header != "*":
+        raise Conflict(
+            f'resourceVersion precondition mismatch: If-Match="{header}" metadata.resourceVersion="{body_rv}"',
+            field="metadata.resourceVersion",
+        )
+    return body_rv or header
+
+
+def redact(obj: Any) -> Any:
+    """A copy of ``obj`` safe to show: Secret ``spec.data`` values masked, ``stringData`` dropped.
+
+    Objects that are not Secrets are returned unchanged (not copied).
+    """
+    if not isinstance(obj, dict) or str(obj.get("kind", "")).lower() != "secret":
+        return obj
+    return redact_secret(obj)
+
+
+def redact_secret(obj: dict) -> dict:
+    out = copy.deepcopy(obj)
+    spec = out.get("spec")
+    if isinstance(spec, dict):
+        data = spec.get("data")
+        if isinstance(data, dict):
+            spec["data"] = {k: REDACTED for k in data}
+        for key in ("stringData", "string_data"):
+            spec.pop(key, None)
+    return out
+
+
+def redact_event_data(kind: str, data: Any) -> Any:
+    if str(kind).lower() != "secret" or not isinstance(data, dict):
+        return data
+    return redact_secret(data)
+
+
+def now_rfc3339(*, nano: bool = False) -> str:
+    """UTC now as RFC3339 (seconds), or with the fraction as Go's ``RFC3339Nano`` trims it."""
+    now = dt.datetime.now(dt.timezone.utc)
+    fraction = f"{now.microsecond:06d}".rstrip("0") if nano else ""
+    return now.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"

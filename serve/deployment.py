@@ -1,0 +1,57 @@
+"""The Ray Serve deployment of the REST API: the FastAPI app of ``serve.app`` over RemoteStore.
+
+Replicas never run agent work; they read and write the Store and stream its events. The
+concurrent-request limit is raised so long-lived watch streams cannot starve other requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import ray
+from ray import serve
+
+from actors.store_host import RemoteStore
+from serve.app import create_app
+
+APP_NAME = "orloj"
+MAX_ONGOING_REQUESTS = 1000
+
+
+def _nodes() -> list[dict]:
+    out = []
+    for node in ray.nodes():
+        out.append({
+            "node_id": node.get("NodeID", ""),
+            "address": node.get("NodeManagerAddress", ""),
+            "alive": bool(node.get("Alive")),
+            "resources": {k: v for k, v in (node.get("Resources") or {}).items() if not k.startswith("node:")},
+            "labels": {k: v for k, v in (node.get("Labels") or {}).items() if not k.startswith("ray.io/")},
+        })
+    return out
+
+
+@serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, ray_actor_options={"num_cpus": 0})
+@serve.ingress()
+class OrlojApi:
+    def __init__(self, cluster: dict):
+        self._cluster = cluster
+
+    async def runtime_info(self) -> dict:
+        nodes = await asyncio.to_thread(_nodes)
+        return {
+            "ray": {"address": self._cluster.get("ray_address", ""),
+                    "dashboard_url": self._cluster.get("dashboard_url", ""), "nodes": nodes},
+            "store": self._cluster.get("store", "memory"),
+            "log": self._cluster.get("log", "memory"),
+            "mode": self._cluster.get("mode", "message-driven"),
+        }
+
+    def __serve_build_asgi_app__(self):
+        return create_app(RemoteStore(), runtime_info=self.runtime_info)
+
+
+def deploy_api(cluster: dict, *, host: str, port: int) -> None:
+    """Start Serve's HTTP proxy on host:port and (re)deploy the API app at ``/``."""
+    serve.start(http_options={"host": host, "port": port}, detached=True)
+    serve.run(OrlojApi.bind(cluster), name=APP_NAME, route_prefix="/", blocking=False)

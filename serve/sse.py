@@ -1,0 +1,191 @@
+"""Server-sent event streams: resource watches (api.md section 7) and the event stream (section 8).
+
+Both are built from the store's one ordered event log (``store.events_after``) rather than
+upstream's 1 s poll-and-diff: the cursor is taken *before* the snapshot is read, so a write
+racing the snapshot shows up as an event whose resourceVersion is compared with what the
+stream already sent (nothing lost, nothing sent twice).
+
+Deliberate difference: upstream streams end when the 30 s request deadline fires; these run
+until the client goes away. Each wait on the log is bounded (``wait_s``), and between waits
+the stream checks ``request.is_disconnected()``, so a gone client is noticed within about a
+second even on servers that do not cancel the response task.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
+
+from orloj_ray.errors import InvalidResource, NotFound
+from orloj_ray.resources.kinds import KINDS, KindInfo
+from orloj_ray.store import Event
+from serve.codec import redact, redact_event_data
+from serve.routes_resources import list_all, query_namespace
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "Connection": "keep-alive",
+    "X-Accel-Buffering": "no",
+}
+
+RESOURCE_WRITES = ("resource.created", "resource.updated", "resource.status")
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    heartbeat_s: float = 15.0
+    """Interval of the ``: keep-alive`` comment. Default 15 s, as upstream."""
+    wait_s: float = 1.0
+    """Longest single wait on the event log between disconnect checks. Default 1 s."""
+
+
+def frame(event: str, data: object) -> bytes:
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {event}\ndata: {payload}\n\n".encode("utf-8")
+
+
+KEEP_ALIVE = b": keep-alive\n\n"
+
+
+def _rv(value: object) -> int:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _key(obj: dict) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return (meta.get("namespace") or "default", meta.get("name") or "")
+
+
+def _stream(gen: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(gen, headers=SSE_HEADERS)
+
+
+async def _follow(request: Request, store, cursor: int, settings: StreamSettings) -> AsyncIterator[Event | None]:
+    """Events after ``cursor`` until the client leaves; ``None`` when a heartbeat is due."""
+    last_beat = time.monotonic()
+    while not await request.is_disconnected():
+        due_in = settings.heartbeat_s - (time.monotonic() - last_beat)
+        events = await store.events_after(cursor, timeout_s=max(0.0, min(settings.wait_s, due_in)))
+        for event in events:
+            cursor = max(cursor, event.id)
+            yield event
+        if time.monotonic() - last_beat >= settings.heartbeat_s:
+            last_beat = time.monotonic()
+            yield None
+
+
+def register(app: FastAPI, store, settings: StreamSettings) -> None:
+    """Add ``/v1/<c>/watch`` for watchable kinds (before the item routes) and ``/v1/events/watch``."""
+    for info in KINDS:
+        if info.watchable:
+            _register_watch(app, store, info, settings)
+    _register_events(app, store, settings)
+
+
+def _register_watch(app: FastAPI, store, info: KindInfo, settings: StreamSettings) -> None:
+    kind = info.kind
+
+    async def watch(request: Request) -> StreamingResponse:
+        q = request.query_params
+        namespace = query_namespace(request)
+        name = (q.get("name") or "").strip().lower()
+        min_rv = _rv(q.get("resourceVersion")) if (q.get("resourceVersion") or "").strip() else None
+        cursor = await store.last_event_id()  # before the snapshot: nothing can fall between
+        snapshot = await list_all(store, kind, namespace)
+
+        def wanted(ns: str, obj_name: str) -> bool:
+            return (not namespace or ns == namespace) and (not name or obj_name.lower() == name)
+
+        async def changes() -> AsyncIterator[bytes]:
+            seen: dict[tuple[str, str], int] = {}
+
+            def emit(obj: dict) -> bytes | None:
+                key = _key(obj)
+                rv = _rv(obj["metadata"].get("resourceVersion"))
+                previous = seen.get(key)
+                if previous is not None and rv <= previous:
+                    return None  # already sent (the snapshot raced this write)
+                seen[key] = rv
+                if min_rv is not None and rv <= min_rv:
+                    return None
+                kind_ = "added" if previous is None else "updated"
+                return frame("resource", {"type": kind_, "resource": redact(obj)})
+
+            for obj in sorted(snapshot, key=_key):
+                if wanted(*_key(obj)):
+                    out = emit(obj)
+                    if out:
+                        yield out
+
+            async for event in _follow(request, store, cursor, settings):
+                if event is None:
+                    yield KEEP_ALIVE
+                    continue
+                if event.kind.lower() != kind.lower() or not wanted(event.namespace or "default", event.name):
+                    continue
+                key = (event.namespace or "default", event.name)
+                if event.type == "resource.deleted":
+                    last = seen.pop(key, None)
+                    if last is None:
+                        continue
+                    rv = event.resource_version or str(last)
+                    meta = {"name": event.name, "namespace": key[0], "resourceVersion": rv}
+                    yield frame("resource", {"type": "deleted", "resource": {"metadata": meta}})
+                elif event.type in RESOURCE_WRITES:
+                    data = event.data
+                    if event.type == "resource.status" or not (isinstance(data, dict) and "spec" in data):
+                        try:
+                            data = await store.get(kind, key[0], key[1])
+                        except NotFound:
+                            continue  # deleted since; its delete event follows
+                    out = emit(data)
+                    if out:
+                        yield out
+
+        return _stream(changes())
+
+    app.add_api_route(f"/v1/{info.plural}/watch", watch, methods=["GET"], name=f"watch_{info.plural}",
+                      tags=[info.plural])
+
+
+EVENT_FILTERS = ("source", "type", "kind", "name", "namespace")
+
+
+def _register_events(app: FastAPI, store, settings: StreamSettings) -> None:
+    async def watch_events(request: Request) -> StreamingResponse:
+        q = request.query_params
+        since_raw = (q.get("since") or "").strip()
+        if since_raw:
+            try:
+                cursor = int(since_raw)
+            except ValueError:
+                raise InvalidResource(f'invalid since "{since_raw}": expected an event id', field="since") from None
+            cursor = max(cursor, 0)
+        else:
+            cursor = await store.last_event_id()  # live events only
+        filters = {f: (q.get(f) or "").strip().lower() for f in EVENT_FILTERS}
+        filters = {f: v for f, v in filters.items() if v}
+
+        async def events() -> AsyncIterator[bytes]:
+            async for event in _follow(request, store, cursor, settings):
+                if event is None:
+                    yield KEEP_ALIVE
+                    continue
+                if any(str(getattr(event, f) or "").lower() != v for f, v in filters.items()):
+                    continue
+                body = event.to_dict()
+                body["data"] = redact_event_data(event.kind, body.get("data"))
+                yield frame("event", body)
+
+        return _stream(events())
+
+    app.add_api_route("/v1/events/watch", watch_events, methods=["GET"], name="watch_events", tags=["events"])

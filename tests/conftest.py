@@ -1,0 +1,65 @@
+"""Shared fixtures: one Ray cluster and one deployed orloj-ray control plane per test session.
+
+Starting Ray costs seconds and every actor is a process, so the whole suite shares one
+cluster (its own temp dir, dashboard off) and one Serve deployment on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+UPSTREAM_EXAMPLES = SHARED / "conformance" / "upstream-examples"
+GOLDEN = SHARED / "conformance" / "upstream-examples-normalized.jsonl"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A Ray head in this process, shared by every test that needs Ray."""
+    from cluster.ray_env import apply_local_env
+
+    apply_local_env()
+    import ray
+
+    temp_dir = tmp_path_factory.mktemp("ray")
+    info = ray.init(num_cpus=2, include_dashboard=False, namespace="orloj", logging_level="warning",
+                    log_to_driver=False, _temp_dir=str(temp_dir), _node_ip_address="127.0.0.1")
+    yield info
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def orloj_api(ray_cluster):
+    """URL of the orloj-ray API served by Ray Serve on the shared cluster."""
+    from ray import serve
+
+    from cluster.local import deploy, undeploy
+
+    port = free_port()
+    url = deploy(host="127.0.0.1", port=port,
+                 cluster={"ray_address": ray_cluster.address_info.get("gcs_address", ""), "store": "memory",
+                          "log": "memory", "mode": "message-driven"})
+    yield url
+    undeploy()
+    serve.shutdown()
+
+
+@pytest.fixture
+def cli_env(orloj_api):
+    """Environment for running the `orloj` CLI as a subprocess against the shared API."""
+    env = dict(os.environ)
+    env["ORLOJ_SERVER"] = orloj_api
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
