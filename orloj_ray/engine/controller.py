@@ -13,6 +13,7 @@ from orloj_ray.engine.claims import claim, claimable
 from orloj_ray.engine.executor import TaskExecutor
 from orloj_ray.engine.reconcile import SOURCE as RECONCILER, AgentProbe, reconcile
 from orloj_ray.engine.runtime import AgentRuntime
+from orloj_ray.errors import NotFound
 
 log = logging.getLogger("orloj_ray.controller")
 
@@ -90,10 +91,21 @@ class Controller:
         return claimed
 
     async def _run_task(self, task: dict) -> None:
+        executor = TaskExecutor(self.store, self.runtime, task, worker=self.worker)
         try:
-            await TaskExecutor(self.store, self.runtime, task, worker=self.worker).run()
+            await executor.run()
         except Exception:
             log.exception("task %s/%s crashed the executor", task["metadata"]["namespace"], task["metadata"]["name"])
+        if executor.resolved is not None:  # its agents' actors may have just started: refresh their status
+            for agent in executor.resolved.agents.values():
+                await self._safely(self._refresh, "Agent", agent["metadata"]["namespace"], agent["metadata"]["name"])
+
+    async def _refresh(self, kind: str, namespace: str, name: str) -> None:
+        try:
+            obj = await self.store.get(kind, namespace, name)
+        except NotFound:
+            return  # deleted meanwhile
+        await reconcile(self.store, obj, self.probe)
 
     async def reconcile_changed(self, events) -> None:
         todo: set[tuple[str, str, str]] = set()
@@ -106,10 +118,7 @@ class Controller:
                 for item in (await self.store.list(dependent, e.namespace)).items:
                     todo.add((dependent, e.namespace, item["metadata"]["name"]))
         for kind, ns, name in sorted(todo):
-            try:
-                await reconcile(self.store, await self.store.get(kind, ns, name), self.probe)
-            except Exception:
-                log.debug("reconcile %s %s/%s skipped", kind, ns, name, exc_info=True)
+            await self._safely(self._refresh, kind, ns, name)
 
     async def resync(self) -> None:
         await self.claim_due(None)

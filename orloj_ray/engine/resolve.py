@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from orloj_ray.errors import NotFound
-from orloj_ray.gateway import Endpoint
+from orloj_ray.gateway import PROVIDERS, Endpoint
 from orloj_ray.graph import Graph, GraphError
 from orloj_ray.store import Store
 
@@ -113,6 +113,11 @@ async def resolve_endpoint(store: Store, namespace: str, agent: dict) -> Endpoin
         raise LookupError(f'agent "{name}" must set spec.model_ref')
     espec = resource.get("spec") or {}
     provider = (espec.get("provider") or "openai").lower()
+    if provider not in PROVIDERS:
+        raise LookupError(
+            f'agent "{name}" model endpoint "{resource["metadata"]["name"]}": unsupported provider "{provider}" '
+            f"(this server supports: {', '.join(sorted(PROVIDERS))})"
+        )
     api_key = ""
     secret_ref = (espec.get("auth") or {}).get("secretRef") or ""
     if secret_ref:

@@ -15,12 +15,16 @@ from orloj_ray.gateway.base import (
 from orloj_ray.gateway.mock import MockProvider
 
 
+PROVIDERS = {"mock": MockProvider}
+"""Built-in providers by the name a ModelEndpoint's ``spec.provider`` uses."""
+
+
 def default_gateway() -> ModelGateway:
     """A gateway with every built-in provider registered."""
-    return ModelGateway({"mock": MockProvider()})
+    return ModelGateway({name: cls() for name, cls in PROVIDERS.items()})
 
 
 __all__ = [
     "CompletionReply", "CompletionRequest", "Endpoint", "Message", "ModelError", "ModelGateway",
-    "MockProvider", "Provider", "ToolCall", "ToolSpec", "Usage", "default_gateway",
+    "MockProvider", "PROVIDERS", "Provider", "ToolCall", "ToolSpec", "Usage", "default_gateway",
 ]

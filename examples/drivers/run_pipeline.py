@@ -1,0 +1,64 @@
+"""Run the pipeline blueprint against a running orloj-ray and print what each agent did.
+
+    orloj up --detach
+    python examples/drivers/run_pipeline.py ["topic to research"]
+
+Uses only the Python client: apply the manifests, start a task, follow it, print the trace.
+Exits 1 if the task fails, 2 if orloj-ray cannot be reached or the manifests are invalid.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+try:
+    import orloj_ray  # noqa: F401
+except ImportError:  # running from a source checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from orloj_ray import Client  # noqa: E402
+from orloj_ray.errors import OrlojError  # noqa: E402
+
+BLUEPRINT = Path(__file__).resolve().parent.parent / "blueprints" / "pipeline"
+SYSTEM = "bp-pipeline-system"
+
+
+def main() -> int:
+    topic = " ".join(sys.argv[1:]) or "state of enterprise AI copilots"
+    with Client() as client:
+        try:
+            for obj in client.apply(BLUEPRINT):  # validated locally first; the blueprint's own task is skipped
+                print(f"applied {obj['kind'].lower()}/{obj['metadata']['name']}")
+            done: list[str] = []
+
+            def progress(task: dict) -> None:
+                for entry in (task.get("status") or {}).get("trace") or []:
+                    if entry.get("type") == "agent_end" and entry.get("agent") not in done:
+                        done.append(entry["agent"])
+                        print(f"  agent done: {entry['agent']}")
+
+            task = client.run_task(SYSTEM, {"topic": topic}, timeout=300, on_update=progress)
+        except OrlojError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 2
+
+    status = task.get("status") or {}
+    print(f"\ntask {task['metadata']['name']}: {status.get('phase')}")
+    print("\ntrace:")
+    for e in status.get("trace") or []:
+        if not e.get("agent"):
+            continue
+        extra = " ".join(f"{k}={e[k]}" for k in ("tokens", "latency_ms", "tool") if e.get(k) not in (None, ""))
+        print(f"  {e.get('timestamp', '')}  {e.get('agent', ''):<28} {e.get('type', ''):<22} {extra}  {e.get('message', '')}")
+    print("\noutput:")
+    for key, value in sorted((status.get("output") or {}).items()):
+        print(f"  {key}: {value}")
+    if status.get("phase") != "Succeeded":
+        print(f"error: task {status.get('phase')}: {status.get('lastError', '')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

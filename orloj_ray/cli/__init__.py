@@ -1,0 +1,1 @@
+"""The ``orloj`` command line (entry point ``orloj_ray.cli.main:main``)."""

@@ -1,0 +1,246 @@
+"""Agent and AgentSystem.
+
+Agent accepts upstream's form (``model_ref``, ``tools: [name, ...]``) and the announcement
+dialect: ``model`` (served by the namespace's default ModelEndpoint), tools written as
+``{name, permissions: [{read: compliance_docs}, ...]}`` and a ``governance`` block. The dialect
+fields are stored as written; ``dialect.expand_agent`` derives the AgentRole and AgentPolicy
+they imply. See docs/compatibility.md.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+from orloj_ray.resources.base import Bool, Int, Spec, Str, Wire, choice, invalid, quote, unique
+from orloj_ray.resources.durations import check_duration
+from orloj_ray.resources.envelope import Metadata, Resource
+
+MEMORY_OPERATIONS = ("read", "write", "search", "list", "ingest")
+
+
+def _shape(value: Any) -> str:
+    return "~map" if isinstance(value, (dict, BaseModel)) else "~text"
+
+
+# A grant, written `{read: compliance_docs}` (several pairs allowed) or as a permission string.
+PermissionEntry = Annotated[
+    Union[Annotated[Str, Tag("~text")], Annotated[dict[Str, Str], Tag("~map")]],
+    Discriminator(_shape),
+]
+
+
+def grant_permission(op: str, resource: str) -> str:
+    """The permission string of a grant: ``grant_permission("read", "compliance_docs")`` ->
+    ``compliance_docs:read``."""
+    op, resource = op.strip().lower(), resource.strip()
+    if not op or not resource:
+        raise ValueError(f"a grant needs an operation and a resource, got {op!r}: {resource!r}")
+    return f"{resource}:{op}"
+
+
+def permission_strings(entries: list[Any]) -> list[str]:
+    """Permission strings of grant entries (maps of op -> resource, or permission strings)."""
+    out: list[str] = []
+    for entry in entries:
+        if isinstance(entry, dict):
+            out.extend(grant_permission(op, resource) for op, resource in entry.items())
+        else:
+            out.append(entry.strip())
+    return out
+
+
+def agent_tool_names(spec: dict[str, Any]) -> list[str]:
+    """Tool names of an Agent spec (wire form), whether tools are names or ``{name, ...}``."""
+    names = (t.get("name", "") if isinstance(t, dict) else t for t in spec.get("tools") or [])
+    return [str(n).strip() for n in names if str(n).strip()]
+
+
+def _check_grants(entries: list[Any], path: str) -> None:
+    for i, entry in enumerate(entries):
+        bad = not entry.strip() if isinstance(entry, str) else (
+            not entry or any(not op.strip() or not res.strip() for op, res in entry.items())
+        )
+        if bad:
+            raise invalid(f"{path}[{i}]", f"{path}[{i}]: expected a grant like {{read: compliance_docs}} "
+                                          "or a permission string")
+
+
+class AgentTool(Wire):
+    """A tool written as an object (announcement dialect)."""
+
+    KEEP: ClassVar[frozenset[str]] = frozenset({"name"})
+
+    name: Str = ""
+    permissions: list[PermissionEntry] = []
+
+
+ToolEntry = Annotated[
+    Union[Annotated[Str, Tag("~text")], Annotated[AgentTool, Tag("~map")]],
+    Discriminator(_shape),
+]
+
+
+class Governance(Wire):
+    """``spec.governance`` (announcement dialect). Unknown keys are errors: a misspelt
+    governance key must not silently switch a control off."""
+
+    model_config = ConfigDict(extra="forbid")
+    CAMEL: ClassVar[frozenset[str]] = frozenset({"max_tokens_per_minute", "require_approval", "audit_log"})
+
+    max_tokens_per_minute: Int | None = None
+    require_approval: list[PermissionEntry] = []
+    audit_log: Bool | None = None
+
+
+class AgentMemory(Wire):
+    ref: Str = ""
+    type: Str = ""
+    provider: Str = ""
+    allow: list[Str] = []
+
+
+class AgentExecution(Wire):
+    profile: Str = ""
+    tool_sequence: list[Str] = []
+    required_output_markers: list[Str] = []
+    duplicate_tool_call_policy: Str = ""
+    on_contract_violation: Str = ""
+    tool_use_behavior: Str = ""
+
+
+class AgentLimits(Wire):
+    max_steps: Int = 0
+    timeout: Str = ""
+
+
+class AgentSpec(Spec):
+    KEEP: ClassVar[frozenset[str]] = frozenset({"prompt"})
+
+    model_ref: Str = ""
+    model: Str = ""
+    prompt: Str = ""
+    tools: list[ToolEntry] = []
+    allowed_tools: list[Str] = []
+    roles: list[Str] = []
+    memory: AgentMemory = Field(default_factory=AgentMemory)
+    execution: AgentExecution = Field(default_factory=AgentExecution)
+    limits: AgentLimits = Field(default_factory=AgentLimits)
+    governance: Governance | None = None
+
+    def normalize(self, meta: Metadata, status: dict[str, Any], now: datetime) -> None:
+        self.model_ref = self.model_ref.strip()
+        self.model = self.model.strip()
+        if not self.model_ref and not self.model:
+            raise invalid("spec.model_ref", "spec.model_ref is required")
+        # Upstream's YAML reader drops the trailing newline(s) of `prompt: |` blocks.
+        self.prompt = self.prompt.rstrip("\n")
+        self._normalize_tools()
+        self.allowed_tools = unique(self.allowed_tools)
+        self.roles = unique(self.roles)
+        self._normalize_memory()
+        self._normalize_execution()
+        if self.limits.max_steps <= 0:
+            self.limits.max_steps = 10
+        self.limits.timeout = self.limits.timeout.strip()
+        if self.limits.timeout:
+            check_duration(self.limits.timeout, "spec.limits.timeout")
+        if self.governance is not None:
+            self._check_governance(self.governance)
+
+    def _normalize_tools(self) -> None:
+        tools: list[str | AgentTool] = []
+        for i, tool in enumerate(self.tools):
+            if isinstance(tool, str):
+                if tool.strip():
+                    tools.append(tool.strip())
+                continue
+            tool.name = tool.name.strip()
+            if not tool.name:
+                raise invalid(f"spec.tools[{i}].name", f"spec.tools[{i}].name is required")
+            _check_grants(tool.permissions, f"spec.tools[{i}].permissions")
+            tools.append(tool)
+        self.tools = tools
+
+    def _normalize_memory(self) -> None:
+        memory = self.memory
+        memory.ref, memory.type, memory.provider = memory.ref.strip(), memory.type.strip(), memory.provider.strip()
+        allow: list[str] = []
+        for i, raw in enumerate(memory.allow):
+            op = raw.strip().lower().removeprefix("memory.")
+            if op not in MEMORY_OPERATIONS:
+                raise invalid(f"spec.memory.allow[{i}]", f"invalid spec.memory.allow: invalid memory operation "
+                              f"{quote(raw.strip())}: expected read, write, search, list, or ingest")
+            if op not in allow:
+                allow.append(op)
+        memory.allow = allow
+        if allow and not memory.ref:
+            raise invalid("spec.memory.ref", "spec.memory.ref is required when spec.memory.allow is set")
+
+    def _normalize_execution(self) -> None:
+        ex = self.execution
+
+        def pick(name: str, allowed: tuple[str, ...]) -> str:
+            value = getattr(ex, name).strip().lower()
+            return choice(value, f"spec.execution.{name}", allowed, allowed[0],
+                          f"invalid spec.execution.{name} {{value}}")
+
+        ex.profile = pick("profile", ("dynamic", "contract"))
+        ex.tool_sequence = unique(ex.tool_sequence)
+        ex.required_output_markers = unique(ex.required_output_markers, fold_case=False)
+        ex.duplicate_tool_call_policy = pick("duplicate_tool_call_policy", ("short_circuit", "deny"))
+        ex.on_contract_violation = pick("on_contract_violation", ("non_retryable_error", "observe"))
+        ex.tool_use_behavior = pick("tool_use_behavior", ("run_llm_again", "stop_on_first_tool"))
+        if ex.profile == "contract" and not ex.tool_sequence:
+            raise invalid("spec.execution.tool_sequence",
+                          "spec.execution.tool_sequence is required when spec.execution.profile=contract")
+
+    @staticmethod
+    def _check_governance(gov: Governance) -> None:
+        if gov.max_tokens_per_minute is not None and gov.max_tokens_per_minute <= 0:
+            field = "spec.governance.maxTokensPerMinute"
+            raise invalid(field, f"invalid {field} {gov.max_tokens_per_minute}: expected > 0")
+        _check_grants(gov.require_approval, "spec.governance.requireApproval")
+
+
+class Agent(Resource):
+    spec: AgentSpec = Field(default_factory=AgentSpec)
+
+
+class GraphRoute(Wire):
+    to: Str = ""
+    labels: dict[Str, Str] = {}
+    policy: dict[Str, Str] = {}
+
+
+class GraphJoin(Wire):
+    """Stored as given; checked when a Task runs (upstream ``validateGraph``)."""
+
+    mode: Str = ""
+    quorum_count: Int = 0
+    quorum_percent: Int = 0
+    on_failure: Str = ""
+
+
+class GraphNode(Wire):
+    next: Str = ""
+    edges: list[GraphRoute] = []
+    join: GraphJoin = Field(default_factory=GraphJoin)
+
+
+class AgentSystemSpec(Spec):
+    agents: list[Str] = []
+    graph: dict[Str, GraphNode] = {}
+
+    def normalize(self, meta: Metadata, status: dict[str, Any], now: datetime) -> None:
+        for node in self.graph.values():
+            node.next = node.next.strip()
+            for route in node.edges:
+                route.to = route.to.strip()
+            node.edges = [route for route in node.edges if route.to]
+
+
+class AgentSystem(Resource):
+    spec: AgentSystemSpec = Field(default_factory=AgentSystemSpec)

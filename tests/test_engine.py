@@ -1,0 +1,164 @@
+"""Task execution in-process (LocalAgentRuntime over a MemoryStore): the same engine the
+Supervisor runs on Ray, without Ray."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orloj_ray.engine.controller import Controller
+from orloj_ray.engine.runtime import LocalAgentRuntime
+from orloj_ray.store import MemoryStore
+
+BLUEPRINTS = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "upstream-examples" / "blueprints"
+MOCK_ENDPOINT = {"apiVersion": "orloj.dev/v1", "kind": "ModelEndpoint",
+                 "metadata": {"name": "openai-default", "namespace": "default"},
+                 "spec": {"provider": "mock", "default_model": "gpt-4o"}, "status": {}}
+
+
+async def load(store, blueprint: str) -> None:
+    for path in sorted(glob.glob(str(BLUEPRINTS / blueprint / "**" / "*.yaml"), recursive=True)):
+        doc = yaml.safe_load(Path(path).read_text())
+        doc["metadata"].setdefault("namespace", "default")
+        doc.setdefault("status", {"phase": "Pending"})
+        await store.create(doc)
+    await store.create(MOCK_ENDPOINT)
+
+
+async def run_until_done(store, name: str, *, timeout: float = 10.0) -> dict:
+    controller = Controller(store, LocalAgentRuntime(), worker="test-worker")
+    loop = asyncio.create_task(controller.run())
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                task = await store.get("Task", "default", name)
+                if task["status"].get("phase") in ("Succeeded", "Failed", "DeadLetter"):
+                    return task
+                await asyncio.sleep(0.02)
+    finally:
+        controller.stop()
+        await loop
+
+
+def agent_ends(task: dict) -> list[dict]:
+    return [r for r in task["status"]["trace"] if r["type"] == "agent_end"]
+
+
+async def test_pipeline_runs_three_agents_in_order_and_outputs_the_writers_text():
+    store = MemoryStore()
+    await load(store, "pipeline")
+    task = await run_until_done(store, "bp-pipeline-task")
+    status = task["status"]
+    assert status["phase"] == "Succeeded", status.get("lastError")
+    ends = agent_ends(task)
+    assert [r["agent"] for r in ends] == ["bp-pipeline-planner-agent", "bp-pipeline-research-agent",
+                                          "bp-pipeline-writer-agent"]
+    for row in ends:
+        assert row["model"] == "gpt-4o" and row["tokens"] > 0 and "latency_ms" in row and row["output"]
+    # each agent's input is the previous agent's real output
+    assert ends[1]["input"] == ends[0]["output"] and ends[2]["input"] == ends[1]["output"]
+    assert status["output"]["final_output"] == ends[-1]["output"]
+    assert status["output"]["final_output"].startswith("bp-pipeline-writer-agent (step 1")
+    assert status["output"]["execution_order"] == " -> ".join(r["agent"] for r in ends)
+    assert status["attempts"] == 1 and [h["type"] for h in status["history"]] == ["claim", "succeeded"]
+    assert all(m["phase"] == "Succeeded" for m in status["messages"])
+    assert "claimedBy" not in status and status["completedAt"]
+
+
+async def test_hierarchical_join_waits_for_both_branches_and_runs_the_editor_once():
+    store = MemoryStore()
+    await load(store, "hierarchical")
+    task = await run_until_done(store, "bp-hierarchical-task")
+    status = task["status"]
+    assert status["phase"] == "Succeeded", status.get("lastError")
+    agents = [r["agent"] for r in agent_ends(task)]
+    assert agents[0] == "bp-hier-manager-agent" and agents[-1] == "bp-hier-editor-agent"
+    assert agents.count("bp-hier-editor-agent") == 1 and len(agents) == 6
+    (join,) = status["join_states"]
+    assert join["node"] == "bp-hier-editor-agent" and join["activated"] is True
+    assert {s["from_agent"] for s in join["sources"]} == {"bp-hier-research-worker-agent",
+                                                           "bp-hier-social-worker-agent"}
+    branches = {r["branch_id"] for r in agent_ends(task)}
+    assert {"b001", "b001.001", "b001.002"} <= branches
+    editor = agent_ends(task)[-1]
+    assert "bp-hier-research-worker-agent" in editor["output"] and "bp-hier-social-worker-agent" in editor["output"]
+
+
+async def test_swarm_loop_with_max_turns_terminates():
+    store = MemoryStore()
+    await load(store, "swarm-loop")
+    task = await run_until_done(store, "bp-swarm-loop-task")
+    assert task["status"]["phase"] == "Succeeded", task["status"].get("lastError")
+
+
+@pytest.mark.parametrize("mutate,expected", [
+    (lambda t: t["spec"].update(system="ghost-system"), 'agentsystem "ghost-system" not found'),
+    (lambda t: t["spec"].pop("system"), "spec.system is required"),
+])
+async def test_invalid_task_fails_with_a_reason_naming_what_is_missing(mutate, expected):
+    store = MemoryStore()
+    await load(store, "pipeline")
+    task = await store.get("Task", "default", "bp-pipeline-task")
+    await store.delete("Task", "default", "bp-pipeline-task")
+    task["metadata"] = {"name": "bp-pipeline-task", "namespace": "default"}
+    task["status"] = {"phase": "Pending"}
+    mutate(task)
+    await store.create(task)
+    done = await run_until_done(store, "bp-pipeline-task")
+    assert done["status"]["phase"] == "Failed"
+    assert expected in done["status"]["lastError"]
+
+
+async def test_missing_agent_and_endpoint_are_both_reported():
+    store = MemoryStore()
+    await load(store, "pipeline")
+    await store.delete("Agent", "default", "bp-pipeline-research-agent")
+    await store.delete("ModelEndpoint", "default", "openai-default")
+    done = await run_until_done(store, "bp-pipeline-task")
+    error = done["status"]["lastError"]
+    assert done["status"]["phase"] == "Failed"
+    assert 'agent "bp-pipeline-research-agent" not found' in error
+    assert 'model endpoint "openai-default" not found' in error
+
+
+async def test_cycle_without_max_turns_fails_before_running_anything():
+    store = MemoryStore()
+    await load(store, "swarm-loop")
+    task = await store.get("Task", "default", "bp-swarm-loop-task")
+    await store.delete("Task", "default", "bp-swarm-loop-task")
+    task["metadata"] = {"name": "bp-swarm-loop-task", "namespace": "default"}
+    task["spec"]["max_turns"] = 0
+    task["status"] = {"phase": "Pending"}
+    await store.create(task)
+    done = await run_until_done(store, "bp-swarm-loop-task")
+    assert done["status"]["phase"] == "Failed"
+    assert "contains a cycle (bp-swarm-coordinator-agent -> " in done["status"]["lastError"]
+    assert not agent_ends(done)
+
+
+async def test_template_tasks_are_never_claimed():
+    store = MemoryStore()
+    await load(store, "pipeline")
+    task = await store.get("Task", "default", "bp-pipeline-task")
+    template = {"apiVersion": "orloj.dev/v1", "kind": "Task",
+                "metadata": {"name": "tmpl", "namespace": "default"},
+                "spec": {**task["spec"], "mode": "template"}, "status": {"phase": "Pending"}}
+    await store.create(template)
+    await run_until_done(store, "bp-pipeline-task")
+    assert (await store.get("Task", "default", "tmpl"))["status"] == {"phase": "Pending"}
+
+
+async def test_reconciler_marks_agents_and_systems():
+    store = MemoryStore()
+    await load(store, "pipeline")
+    await store.delete("Agent", "default", "bp-pipeline-writer-agent")
+    await run_until_done(store, "bp-pipeline-task")
+    planner = await store.get("Agent", "default", "bp-pipeline-planner-agent")
+    system = await store.get("AgentSystem", "default", "bp-pipeline-system")
+    assert planner["status"]["phase"] == "Ready"
+    assert system["status"]["phase"] == "Error"
+    assert "missing agents: bp-pipeline-writer-agent" in system["status"]["lastError"]
