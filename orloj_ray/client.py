@@ -136,15 +136,18 @@ class ApplyPlan:
 
 def manifest_files(path: str | os.PathLike) -> list[Path]:
     """A file itself, or every ``.yaml``/``.yml``/``.json`` under a directory (recursive,
-    ``.git`` skipped, sorted by full path), as ``orlojctl apply`` walks it."""
+    hidden files and directories skipped, in path order), as ``resources.load_path`` reads them."""
     p = Path(path)
-    if not p.exists():
-        raise InvalidResource(f"{p}: no such file or directory", field="path")
     if p.is_file():
         return [p]
-    found = [f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MANIFEST_SUFFIXES
-             and ".git" not in f.relative_to(p).parts]
-    return sorted(found, key=lambda f: str(f))
+    if not p.is_dir():
+        raise InvalidResource(f"{p}: no such file or directory", field="path")
+    files = []
+    for folder, dirs, names in os.walk(p):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files.extend(Path(folder, n) for n in names
+                     if n.lower().endswith(MANIFEST_SUFFIXES) and not n.startswith("."))
+    return sorted(files)
 
 
 def plan_apply(paths_or_docs: Any, *, run: bool = False, namespace: str | None = None) -> ApplyPlan:
@@ -153,7 +156,9 @@ def plan_apply(paths_or_docs: Any, *, run: bool = False, namespace: str | None =
 
     ``paths_or_docs``: a path, a list of paths, a manifest dict or a list of dicts. Runnable
     Tasks found by walking a directory are skipped unless ``run``; files and dicts given
-    directly are always applied. ``namespace`` overwrites ``metadata.namespace``.
+    directly are always applied. ``namespace`` overwrites ``metadata.namespace``. Objects are
+    ordered so that referenced kinds come first (Secrets, ModelEndpoints, Tools, ... Agents,
+    AgentSystems, then Tasks), in path order within a kind.
     """
     from orloj_ray.resources import ManifestError, ManifestErrors, expand_agent, load_path, normalize
 
@@ -183,37 +188,38 @@ def plan_apply(paths_or_docs: Any, *, run: bool = False, namespace: str | None =
                                                       generated_from=item.ref))
     if errors:
         raise ManifestErrors(errors)
+    plan.objects.sort(key=lambda item: _APPLY_RANK.get(item.kind.lower(), len(_APPLY_RANK)))
     return plan
+
+
+# Referenced kinds go first (stable within a kind: path order), so a runnable Task is only
+# created once the system, agents and model it needs exist.
+_APPLY_RANK = {k.lower(): i for i, k in enumerate((
+    "Secret", "ModelEndpoint", "McpServer", "Tool", "Memory", "AgentRole", "ToolPermission", "AgentPolicy",
+    "Agent", "AgentSystem", "Worker", "Task", "TaskSchedule", "TaskWebhook", "ToolApproval"))}
 
 
 def _sources(paths_or_docs, load_path, normalize, ManifestError, ManifestErrors, errors):
     """Yield ``(source, is_dir, [(index, normalized doc)])`` per file or dict batch, collecting
     manifest errors into ``errors`` instead of stopping at the first bad file."""
     items = paths_or_docs if isinstance(paths_or_docs, (list, tuple)) else [paths_or_docs]
-    dicts = [(i, d) for i, d in enumerate(items) if isinstance(d, dict)]
-    if dicts:
-        docs = []
-        for i, d in dicts:
+    docs = []
+    for i, d in enumerate(items):
+        if isinstance(d, dict):
             try:
-                docs.append((i, normalize(json.loads(json.dumps(d)))))
-            except ManifestErrors as exc:
-                errors.extend(exc.errors)
+                docs.append((i, normalize(_copy(d), source="<input>", index=i)))
             except ManifestError as exc:
                 errors.append(exc)
-            except OrlojError as exc:
-                errors.append(ManifestError(exc.message, source="<input>", index=i, field=exc.field))
+    if docs:
         yield "<input>", False, docs
     for item in items:
         if isinstance(item, dict):
             continue
         root = Path(item)
-        is_dir = root.is_dir()
-        try:
-            files = manifest_files(root)
-        except InvalidResource as exc:
-            errors.append(ManifestError(exc.message, source=str(root), index=0, field=None))
+        if not root.exists():
+            errors.append(ManifestError("no such file or directory", source=str(root)))
             continue
-        for f in files:
+        for f in manifest_files(root):
             try:
                 loaded = load_path(f)
             except ManifestErrors as exc:
@@ -222,7 +228,7 @@ def _sources(paths_or_docs, load_path, normalize, ManifestError, ManifestErrors,
             except ManifestError as exc:
                 errors.append(exc)
                 continue
-            yield str(f), is_dir, [(m.index, _copy(m.doc)) for m in loaded]
+            yield str(f), root.is_dir(), [(m.index, _copy(m.doc)) for m in loaded]
 
 
 def _copy(doc: dict) -> dict:

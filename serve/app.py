@@ -1,7 +1,7 @@
 """The orloj-ray REST API as a plain FastAPI app: ``create_app(store)``.
 
 Upstream-compatible paths, verbs, status codes and JSON bodies (see
-/work/shared/reference/api.md), over any object implementing the async ``Store`` protocol.
+upstream Orloj's API reference), over any object implementing the async ``Store`` protocol.
 No Ray here: ``serve/deployment.py`` wraps this app with Ray Serve, and tests drive it with
 ``httpx.ASGITransport``. Creating a task only stores it; nothing here waits on agent work.
 

@@ -82,7 +82,7 @@ def normalize_for(doc: dict, info: KindInfo, request_ns: str | None) -> dict:
     body_rv = body_resource_version(doc)
     if request_ns and not str(meta.get("namespace") or "").strip():
         meta["namespace"] = request_ns
-    obj = normalize(doc)
+    obj = normalize(doc, kind=info.kind)
     # The store keys objects by kind: always hand it the canonical spelling.
     obj["kind"] = info.kind
     obj_meta = obj.setdefault("metadata", {})

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-UPSTREAM_EXAMPLES = SHARED / "conformance" / "upstream-examples"
-GOLDEN = SHARED / "conformance" / "upstream-examples-normalized.jsonl"
+CONFORMANCE = REPO / "tests" / "conformance"  # a copy of shared/conformance: the suite needs nothing outside
+UPSTREAM_EXAMPLES = CONFORMANCE / "upstream-examples"
+GOLDEN = CONFORMANCE / "upstream-examples-normalized.jsonl"
 
 
 def free_port() -> int:

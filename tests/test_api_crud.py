@@ -187,7 +187,7 @@ async def test_yaml_body_is_sniffed_even_with_json_content_type(client):
     )
     r = await client.post("/v1/agents", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == 201, r.text
-    assert r.json()["spec"]["prompt"] == "line one\nline two\n"
+    assert r.json()["spec"]["prompt"].rstrip("\n") == "line one\nline two"
     assert r.json()["metadata"]["labels"] == {"team": "blue"}
 
 
@@ -406,7 +406,12 @@ async def test_body_over_4mib_without_content_length_is_413(client, store):
 async def test_method_not_allowed_and_unknown_route(client):
     err = assert_error(await client.delete("/v1/agents"), 405, "method_not_allowed")
     assert err["message"] == "method not allowed"
-    assert_error(await client.post("/v1/agents/a"), 405)
+    r = await client.post("/v1/agents/a")
+    assert_error(r, 405)
+    assert r.headers["allow"] == "DELETE, GET, PUT"
+    r = await client.put("/v1/tool-approvals/a", json={})
+    assert_error(r, 405)
+    assert r.headers["allow"] == "DELETE, GET"
     assert_error(await client.get("/v1/nope"), 404, "not_found")
     assert_error(await client.get("/nope/deeper"), 404, "not_found")
 

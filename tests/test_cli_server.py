@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -19,6 +20,7 @@ from orloj_ray.cli.main import main
 from orloj_ray.client import Client, WaitTimeout
 from orloj_ray.errors import InvalidResource, NotFound
 
+REPO = Path(__file__).resolve().parent.parent
 PLURAL_KIND = {"tasks": "Task", "agent-systems": "AgentSystem", "agents": "Agent", "tool-approvals": "ToolApproval",
                "model-endpoints": "ModelEndpoint", "secrets": "Secret"}
 
@@ -52,6 +54,7 @@ class FakeOrloj:
         self.objects: dict[tuple[str, str, str], dict] = {}
         self.steps: dict[str, list[dict]] = {}
         self.requests: list[tuple[str, str]] = []
+        self.reject: set[str] = set()
         self.rv = 0
         self.lock = threading.Lock()
 
@@ -118,15 +121,17 @@ def _handler(fake: FakeOrloj):
             if parts[:1] != ["v1"] or len(parts) < 2:
                 return self._error(404, "not_found", "no such route")
             plural = parts[1]
-            if len(parts) == 3 and parts[2] == "watch" and method == "GET":
-                return self._watch(plural, q) if fake.watch else self._error(404, "not_found", "no such route")
             if plural == "events" and parts[2:] == ["watch"]:
                 return self._events(q)
+            if len(parts) == 3 and parts[2] == "watch" and method == "GET":
+                return self._watch(plural, q) if fake.watch else self._error(404, "not_found", "no such route")
             if len(parts) == 2 and method == "GET":
                 items = [o for (p, o_ns, _), o in sorted(fake.objects.items()) if p == plural
                          and (not q.get("namespace") or o_ns == q["namespace"])]
                 return self._send(200, {"items": items})
             if len(parts) == 2 and method == "POST":
+                if body["metadata"]["name"] in fake.reject:
+                    return self._error(400, "invalid", f"{body['kind'].lower()} {body['metadata']['name']} is not welcome")
                 obj = fake.put(plural, body)
                 if plural == "tasks":
                     fake.steps[obj["metadata"]["name"]] = json.loads(json.dumps(SCRIPTS[fake.script]))
@@ -211,7 +216,7 @@ def fake():
     state = FakeOrloj()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
     yield state
@@ -433,3 +438,41 @@ def test_client_watch_generator(fake):
 def test_client_events_generator(fake):
     evs = list(Client(fake.url).events(since=1, reconnect=False))
     assert [e["id"] for e in evs] == [2, 3]
+
+
+# ---------------------------------------------------------------- apply / create secret
+
+
+def test_apply_directory_skips_runnable_task_then_run_includes_it(fake, capsys):
+    bp = REPO / "examples" / "blueprints" / "pipeline"
+    assert cli(fake, "apply", "-f", str(bp)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"skipped task/bp-pipeline-task (mode: run) from {bp / 'task.yaml'}; use --run to include" in out
+    assert "applied modelendpoint/openai-default" in out and "applied agentsystem/bp-pipeline-system" in out
+    assert out[-1] == "5 applied, 1 skipped"
+    assert ("tasks", "default", "bp-pipeline-task") not in fake.objects
+    assert cli(fake, "apply", "-f", str(bp), "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "dry-run no-op agent/bp-pipeline-planner-agent" in out
+    assert "dry-run: 0 to create, 0 to update, 5 unchanged" in out
+    assert cli(fake, "apply", "-f", str(bp), "--run", "-n", "team-a") == 0
+    assert "applied task/bp-pipeline-task" in capsys.readouterr().out
+    assert fake.objects[("tasks", "team-a", "bp-pipeline-task")]["metadata"]["namespace"] == "team-a"
+
+
+def test_apply_reports_server_rejections_and_keeps_going(fake, capsys, tmp_path):
+    fake.reject = {"w1"}
+    for name in ("w1", "w2"):
+        (tmp_path / f"{name}.yaml").write_text(
+            f"apiVersion: orloj.dev/v1\nkind: Worker\nmetadata:\n  name: {name}\nspec:\n  region: eu\n")
+    assert cli(fake, "apply", "-f", str(tmp_path)) == 1
+    out, err = capsys.readouterr()
+    assert f"error: {tmp_path / 'w1.yaml'}: worker/w1: worker w1 is not welcome" in err
+    assert "applied worker/w2" in out and out.splitlines()[-1] == "1 applied, 1 failed"
+
+
+def test_create_secret(fake, capsys):
+    assert cli(fake, "create", "secret", "openai-api-key", "--from-literal", "value=sk-1") == 0
+    assert capsys.readouterr().out.strip() == "created secret/openai-api-key"
+    assert fake.objects[("secrets", "default", "openai-api-key")]["spec"]["data"] == {"value": "c2stMQ=="}
+    assert cli(fake, "create", "secret", "x", "--from-literal", "novalue") == 2

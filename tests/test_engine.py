@@ -14,7 +14,7 @@ from orloj_ray.engine.controller import Controller
 from orloj_ray.engine.runtime import LocalAgentRuntime
 from orloj_ray.store import MemoryStore
 
-BLUEPRINTS = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "upstream-examples" / "blueprints"
+BLUEPRINTS = Path(__file__).resolve().parent / "conformance" / "upstream-examples" / "blueprints"
 MOCK_ENDPOINT = {"apiVersion": "orloj.dev/v1", "kind": "ModelEndpoint",
                  "metadata": {"name": "openai-default", "namespace": "default"},
                  "spec": {"provider": "mock", "default_model": "gpt-4o"}, "status": {}}

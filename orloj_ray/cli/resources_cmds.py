@@ -18,16 +18,8 @@ NamespaceOpt = Annotated[Optional[str], typer.Option("--namespace", "-n", help="
 
 
 def format_manifest_error(err) -> str:
-    """``<file>: document <n>: <field>: <message>`` (document numbers start at 1)."""
-    parts = [str(getattr(err, "source", "") or "<input>")]
-    index = getattr(err, "index", None)
-    if index is not None:
-        parts.append(f"document {int(index) + 1}")
-    fld = getattr(err, "field", None)
-    if fld:
-        parts.append(str(fld))
-    parts.append(str(getattr(err, "message", None) or err))
-    return ": ".join(parts)
+    """``<file>: document <n>: <field>: <message>`` (``ManifestError`` reads that way)."""
+    return str(err)
 
 
 def _manifest_errors_exit(exc) -> None:

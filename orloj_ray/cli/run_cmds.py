@@ -46,10 +46,10 @@ class Progress:
             for agent in done[len(self._done):]:
                 self.err.print(f"  [green]✓[/green] {agent}", highlight=False)
         else:
-            if phase != self._phase:
-                note(f"task {self.name}: {phase}")
             for agent in done[len(self._done):]:
                 note(f"  agent done: {agent}")
+            if phase != self._phase:
+                note(f"task {self.name}: {phase}")
         self._phase, self._done = phase, done
 
 

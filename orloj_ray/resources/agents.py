@@ -21,41 +21,21 @@ from orloj_ray.resources.envelope import Metadata, Resource
 MEMORY_OPERATIONS = ("read", "write", "search", "list", "ingest")
 
 
-def _shape(value: Any) -> str:
-    return "~map" if isinstance(value, (dict, BaseModel)) else "~text"
+def _shape(value: Any) -> str | None:
+    if isinstance(value, (dict, BaseModel)):
+        return "~map"
+    return None if isinstance(value, list) else "~text"
+
+
+_STRING_OR_MAP = Discriminator(_shape, custom_error_type="string_or_map_type",
+                               custom_error_message="expected a string or a map")
 
 
 # A grant, written `{read: compliance_docs}` (several pairs allowed) or as a permission string.
 PermissionEntry = Annotated[
     Union[Annotated[Str, Tag("~text")], Annotated[dict[Str, Str], Tag("~map")]],
-    Discriminator(_shape),
+    _STRING_OR_MAP,
 ]
-
-
-def grant_permission(op: str, resource: str) -> str:
-    """The permission string of a grant: ``grant_permission("read", "compliance_docs")`` ->
-    ``compliance_docs:read``."""
-    op, resource = op.strip().lower(), resource.strip()
-    if not op or not resource:
-        raise ValueError(f"a grant needs an operation and a resource, got {op!r}: {resource!r}")
-    return f"{resource}:{op}"
-
-
-def permission_strings(entries: list[Any]) -> list[str]:
-    """Permission strings of grant entries (maps of op -> resource, or permission strings)."""
-    out: list[str] = []
-    for entry in entries:
-        if isinstance(entry, dict):
-            out.extend(grant_permission(op, resource) for op, resource in entry.items())
-        else:
-            out.append(entry.strip())
-    return out
-
-
-def agent_tool_names(spec: dict[str, Any]) -> list[str]:
-    """Tool names of an Agent spec (wire form), whether tools are names or ``{name, ...}``."""
-    names = (t.get("name", "") if isinstance(t, dict) else t for t in spec.get("tools") or [])
-    return [str(n).strip() for n in names if str(n).strip()]
 
 
 def _check_grants(entries: list[Any], path: str) -> None:
@@ -79,7 +59,7 @@ class AgentTool(Wire):
 
 ToolEntry = Annotated[
     Union[Annotated[Str, Tag("~text")], Annotated[AgentTool, Tag("~map")]],
-    Discriminator(_shape),
+    _STRING_OR_MAP,
 ]
 
 

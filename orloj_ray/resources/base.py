@@ -12,8 +12,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Iterable
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import (
     AliasChoices,
@@ -28,6 +29,9 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from orloj_ray.errors import InvalidResource
+
+if TYPE_CHECKING:
+    from orloj_ray.resources.envelope import Metadata
 
 _INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
 
@@ -127,9 +131,9 @@ class Wire(BaseModel):
 class Spec(Wire):
     """Base of the ``spec`` model of a kind."""
 
-    def normalize(self, meta: Any, status: dict[str, Any], now: datetime) -> None:
+    def normalize(self, meta: Metadata, status: dict[str, Any], now: datetime) -> None:
         """Apply upstream's defaults and checks in place; may fill server-computed status
-        fields. ``meta`` is the resource's normalized ``Metadata``. No rules by default."""
+        fields (``meta`` is already normalized). No rules by default."""
 
 
 _EXPECTED = {
@@ -143,6 +147,7 @@ _EXPECTED = {
     "model_type": "a map",
     "model_attributes_type": "a map",
     "list_type": "a list",
+    "string_or_map_type": "a string or a map",
 }
 
 

@@ -19,7 +19,7 @@ def validate_cron(spec: str) -> None:
     parts = spec.split()
     if len(parts) != 5:
         raise ValueError(f'invalid cron schedule "{spec}": expected 5 fields')
-    for text, (name, low, high) in zip(parts, _FIELDS):
+    for text, (name, low, high) in zip(parts, _FIELDS, strict=True):
         try:
             for segment in text.split(","):
                 _check_segment(segment.strip(), low, high, sunday_alias=name == "day-of-week")

@@ -1,0 +1,72 @@
+"""The CLI and the Python client against the real control plane (Ray Serve on the shared
+cluster): apply a blueprint, run it, follow and inspect it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orloj_ray.client import Client
+
+REPO = Path(__file__).resolve().parent.parent
+PIPELINE = REPO / "examples" / "blueprints" / "pipeline"
+pytestmark = pytest.mark.slow
+
+
+def orloj(cli_env, *args: str, timeout: float = 120):
+    return subprocess.run([sys.executable, "-m", "orloj_ray.cli.main", *args], capture_output=True, text=True,
+                          env=cli_env, cwd=REPO, timeout=timeout)
+
+
+def test_apply_run_trace_get(cli_env):
+    ns = "e2e-cli"
+    res = orloj(cli_env, "apply", "-f", str(PIPELINE), "-n", ns)
+    assert res.returncode == 0, res.stderr
+    assert "skipped task/bp-pipeline-task (mode: run)" in res.stdout
+    assert "applied agentsystem/bp-pipeline-system" in res.stdout
+
+    res = orloj(cli_env, "run", "--system", "bp-pipeline-system", "-n", ns, "--name", "cli-run-1",
+                "topic=AI chips", "--timeout", "90s")
+    assert res.returncode == 0, res.stderr
+    assert isinstance(json.loads(res.stdout), dict)
+    assert "task cli-run-1: Succeeded" in res.stderr
+
+    res = orloj(cli_env, "trace", "task", "cli-run-1", "-n", ns)
+    assert res.returncode == 0, res.stderr
+    assert "Phase:           Succeeded" in res.stdout
+    for agent in ("bp-pipeline-planner-agent", "bp-pipeline-research-agent", "bp-pipeline-writer-agent"):
+        assert agent in res.stdout
+
+    res = orloj(cli_env, "get", "tasks", "-n", ns, "--phase", "Succeeded", "-o", "json")
+    assert [t["metadata"]["name"] for t in json.loads(res.stdout)["items"]] == ["cli-run-1"]
+
+    res = orloj(cli_env, "wait", "task/cli-run-1", "-n", ns, "--for", "condition=Complete", "--timeout", "10s")
+    assert res.returncode == 0 and "condition met" in res.stdout
+
+    res = orloj(cli_env, "apply", "-f", str(PIPELINE), "-n", ns, "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "5 unchanged" in res.stdout, res.stdout
+
+
+def test_status_reports_ray_and_tasks(cli_env):
+    res = orloj(cli_env, "status")
+    assert res.returncode == 0, res.stderr
+    assert "health:     ok" in res.stdout and "ray:" in res.stdout and "tasks:" in res.stdout
+
+
+def test_client_run_task_and_events(orloj_api):
+    ns = "e2e-client"
+    with Client(orloj_api) as c:
+        c.apply(PIPELINE, namespace=ns)
+        updates = []
+        task = c.run_task("bp-pipeline-system", {"topic": "x"}, namespace=ns, timeout=90,
+                          on_update=lambda t: updates.append((t.get("status") or {}).get("phase")))
+        assert task["status"]["phase"] == "Succeeded", task["status"].get("lastError")
+        assert updates[-1] == "Succeeded" and len(updates) >= 2
+        events = list(c.events(kind="Task", name=task["metadata"]["name"], namespace=ns, timeout=3))
+        assert events, "no events for the task"
+        assert c.get("task", task["metadata"]["name"], ns)["status"]["phase"] == "Succeeded"
