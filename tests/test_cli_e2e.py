@@ -67,6 +67,6 @@ def test_client_run_task_and_events(orloj_api):
                           on_update=lambda t: updates.append((t.get("status") or {}).get("phase")))
         assert task["status"]["phase"] == "Succeeded", task["status"].get("lastError")
         assert updates[-1] == "Succeeded" and len(updates) >= 2
-        events = list(c.events(kind="Task", name=task["metadata"]["name"], namespace=ns, timeout=3))
+        events = list(c.events(0, kind="Task", name=task["metadata"]["name"], namespace=ns, timeout=3))
         assert events, "no events for the task"
         assert c.get("task", task["metadata"]["name"], ns)["status"]["phase"] == "Succeeded"

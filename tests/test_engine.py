@@ -162,3 +162,57 @@ async def test_reconciler_marks_agents_and_systems():
     assert planner["status"]["phase"] == "Ready"
     assert system["status"]["phase"] == "Error"
     assert "missing agents: bp-pipeline-writer-agent" in system["status"]["lastError"]
+
+
+ANNOUNCEMENT = """
+apiVersion: orloj.dev/v1
+kind: Agent
+metadata:
+  name: compliance-checker
+spec:
+  model: gpt-4
+  tools:
+    - name: scan-documents
+      permissions:
+        - read: compliance_docs
+    - name: flag-issues
+      permissions:
+        - write: issue_tracker
+  governance:
+    maxTokensPerMinute: 8000
+    requireApproval:
+      - write: issue_tracker
+    auditLog: true
+"""
+
+
+async def test_announcement_agent_owns_generated_role_and_policy_until_deleted():
+    from orloj_ray.resources import load_text
+
+    store = MemoryStore()
+    (manifest,) = load_text(ANNOUNCEMENT, source="announcement.yaml")
+    await store.create(manifest.doc)
+    controller = Controller(store, LocalAgentRuntime(), worker="test-worker")
+    loop = asyncio.create_task(controller.run())
+    try:
+        async with asyncio.timeout(10):
+            while not (await store.get("Agent", "default", "compliance-checker"))["status"].get("generated"):
+                await asyncio.sleep(0.02)
+        agent = await store.get("Agent", "default", "compliance-checker")
+        assert agent["spec"]["model"] == "gpt-4" and agent["spec"]["tools"][0]["name"] == "scan-documents"
+        assert agent["status"]["generated"] == ["agentrole/compliance-checker-grants",
+                                                "agentpolicy/compliance-checker-governance"]
+        # no default ModelEndpoint yet: the reason says what to apply
+        assert agent["status"]["phase"] == "Error" and 'named "default"' in agent["status"]["lastError"]
+        role = await store.get("AgentRole", "default", "compliance-checker-grants")
+        assert {"compliance_docs:read", "issue_tracker:write"} <= set(role["spec"]["permissions"])
+        policy = await store.get("AgentPolicy", "default", "compliance-checker-governance")
+        assert policy["spec"]["max_tokens_per_minute"] == 8000
+        assert policy["metadata"]["labels"]["orloj.dev/owner-agent"] == "compliance-checker"
+        await store.delete("Agent", "default", "compliance-checker")
+        async with asyncio.timeout(10):
+            while (await store.list("AgentRole", "default")).items or (await store.list("AgentPolicy", "default")).items:
+                await asyncio.sleep(0.02)
+    finally:
+        controller.stop()
+        await loop

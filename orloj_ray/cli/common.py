@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, NoReturn
 import typer
 from rich.console import Console
 
-from orloj_ray.durations import parse_duration
+from orloj_ray.resources import parse_duration
 
 if TYPE_CHECKING:
     from orloj_ray.client import Client
@@ -76,7 +76,7 @@ def seconds(text: str, flag: str) -> float:
     except ValueError:
         pass
     try:
-        return parse_duration(raw)
+        return parse_duration(raw).total_seconds()
     except ValueError as exc:
         fail(f"{flag}: {exc}", 2)
 

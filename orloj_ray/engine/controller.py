@@ -11,6 +11,7 @@ import logging
 
 from orloj_ray.engine.claims import claim, claimable
 from orloj_ray.engine.executor import TaskExecutor
+from orloj_ray.engine.owned import delete_owned
 from orloj_ray.engine.reconcile import SOURCE as RECONCILER, AgentProbe, reconcile
 from orloj_ray.engine.runtime import AgentRuntime
 from orloj_ray.errors import NotFound
@@ -114,6 +115,8 @@ class Controller:
                 continue
             if e.type != "resource.deleted":
                 todo.add((e.kind, e.namespace, e.name))
+            elif e.kind == "Agent":
+                await delete_owned(self.store, e.namespace, e.name)
             for dependent in DEPENDENTS.get(e.kind, ()):
                 for item in (await self.store.list(dependent, e.namespace)).items:
                     todo.add((dependent, e.namespace, item["metadata"]["name"]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Awaitable, Callable
 
+from orloj_ray.engine.owned import sync_owned
 from orloj_ray.engine.resolve import resolve_endpoint
 from orloj_ray.errors import Conflict, NotFound
 from orloj_ray.graph import Graph, GraphError
@@ -21,14 +22,19 @@ READY_KINDS = {"ModelEndpoint", "Tool", "Secret", "Memory", "Worker"}
 
 async def _desired_agent(store, obj: dict, probe: AgentProbe | None) -> tuple[str, str, dict]:
     ns = obj["metadata"]["namespace"]
+    extra: dict = {}
+    generated = await sync_owned(store, obj)
+    if generated:
+        extra["generated"] = generated
     try:
         await resolve_endpoint(store, ns, obj)
     except LookupError as exc:
-        return "Error", str(exc), {}
+        return "Error", str(exc), extra
     state = await probe(ns, obj["metadata"]["name"]) if probe else "idle"
+    extra["actor"] = state
     if state.startswith("unreachable"):
-        return "Error", f"agent actor {state}", {"actor": state}
-    return "Ready", "", {"actor": state}
+        return "Error", f"agent actor {state}", extra
+    return "Ready", "", extra
 
 
 async def _desired_system(store, obj: dict) -> tuple[str, str, dict]:

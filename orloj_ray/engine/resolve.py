@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from orloj_ray.errors import NotFound
 from orloj_ray.gateway import PROVIDERS, Endpoint
 from orloj_ray.graph import Graph, GraphError
+from orloj_ray.resources import agent_tool_names
 from orloj_ray.store import Store
 
 KEYLESS_PROVIDERS = {"mock", "ollama"}
@@ -52,16 +53,6 @@ async def _get(store: Store, kind: str, namespace: str, name: str) -> dict | Non
         return await store.get(kind, namespace, name)
     except NotFound:
         return None
-
-
-def agent_tool_names(spec: dict) -> list[str]:
-    """Tool names of an Agent spec: upstream strings or announcement-style ``{name, permissions}``."""
-    names: list[str] = []
-    for item in spec.get("tools") or []:
-        name = item.get("name", "") if isinstance(item, dict) else str(item)
-        if name and name not in names:
-            names.append(name)
-    return names
 
 
 async def resolve_secret(store: Store, namespace: str, ref: str) -> str:

@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from orloj_ray.durations import parse_duration
+from orloj_ray.resources import parse_duration
 from orloj_ray.gateway import CompletionRequest, Endpoint, Message, ModelError, ModelGateway, ToolSpec
 from orloj_ray.store.util import now_rfc3339_nano
 from orloj_ray.tools import ToolCallContext, ToolError, ToolRunner
@@ -100,7 +100,7 @@ async def run_turn(req: TurnRequest, gateway: ModelGateway, tools: ToolRunner) -
     """Run the agent once; never raises for agent-level failures (they go in the result)."""
     spec = req.agent.get("spec") or {}
     limits = spec.get("limits") or {}
-    timeout = parse_duration(limits.get("timeout") or "0") or None
+    timeout = parse_duration(limits.get("timeout") or "0s").total_seconds() or None
     result = TurnResult(agent=req.agent_name, model=req.endpoint.model)
     started = time.monotonic()
     try:

@@ -46,10 +46,10 @@ class ToolRunner(Protocol):
 
 
 def _seconds(value: str, default: float) -> float:
-    from orloj_ray.durations import parse_duration
+    from orloj_ray.resources import parse_duration
 
     try:
-        return parse_duration(value) if value else default
+        return parse_duration(value).total_seconds() if value else default
     except ValueError:
         return default
 
