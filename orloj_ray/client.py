@@ -160,11 +160,10 @@ def plan_apply(paths_or_docs: Any, *, run: bool = False, namespace: str | None =
     ordered so that referenced kinds come first (Secrets, ModelEndpoints, Tools, ... Agents,
     AgentSystems, then Tasks), in path order within a kind.
     """
-    from orloj_ray.resources import ManifestError, ManifestErrors, expand_agent, load_path, normalize
+    from orloj_ray.resources import ManifestError, ManifestErrors, expand_agent
 
     plan, errors = ApplyPlan(), []
-    for source, is_dir, docs in _sources(paths_or_docs, load_path, normalize, ManifestError,
-                                          ManifestErrors, errors):
+    for source, is_dir, docs in _sources(paths_or_docs, errors):
         for index, doc in docs:
             if namespace:
                 doc.setdefault("metadata", {})["namespace"] = namespace
@@ -199,9 +198,11 @@ _APPLY_RANK = {k.lower(): i for i, k in enumerate((
     "Agent", "AgentSystem", "Worker", "Task", "TaskSchedule", "TaskWebhook", "ToolApproval"))}
 
 
-def _sources(paths_or_docs, load_path, normalize, ManifestError, ManifestErrors, errors):
+def _sources(paths_or_docs: Any, errors: list) -> Iterator[tuple[str, bool, list[tuple[int, dict]]]]:
     """Yield ``(source, is_dir, [(index, normalized doc)])`` per file or dict batch, collecting
     manifest errors into ``errors`` instead of stopping at the first bad file."""
+    from orloj_ray.resources import ManifestError, ManifestErrors, load_path, normalize
+
     items = paths_or_docs if isinstance(paths_or_docs, (list, tuple)) else [paths_or_docs]
     docs = []
     for i, d in enumerate(items):

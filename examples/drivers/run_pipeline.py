@@ -45,15 +45,17 @@ def main() -> int:
 
     status = task.get("status") or {}
     print(f"\ntask {task['metadata']['name']}: {status.get('phase')}")
-    print("\ntrace:")
+    print("\ntrace (one line per agent step):")
     for e in status.get("trace") or []:
-        if not e.get("agent"):
+        if not e.get("agent") or e.get("type") == "agent_message":
             continue
-        extra = " ".join(f"{k}={e[k]}" for k in ("tokens", "latency_ms", "tool") if e.get(k) not in (None, ""))
-        print(f"  {e.get('timestamp', '')}  {e.get('agent', ''):<28} {e.get('type', ''):<22} {extra}  {e.get('message', '')}")
+        extra = " ".join(f"{k}={e[k]}" for k in ("tokens", "tool") if e.get(k) not in (None, ""))
+        print(f"  {e.get('timestamp', '')[11:23]}  {e['agent']:<28} {e.get('type', ''):<14} {extra:<12} {e.get('message', '')}")
+    output = status.get("output") or {}
+    print(f"\nexecution order: {output.get('execution_order', '-')}")
+    print(f"tokens used:     {output.get('tokens_used_total', '-')}")
     print("\noutput:")
-    for key, value in sorted((status.get("output") or {}).items()):
-        print(f"  {key}: {value}")
+    print(output.get("final_output") or output.get("last_output") or output)
     if status.get("phase") != "Succeeded":
         print(f"error: task {status.get('phase')}: {status.get('lastError', '')}", file=sys.stderr)
         return 1

@@ -115,23 +115,35 @@ def up(
 def _up_foreground(cmd: list[str], host: str, port: int) -> None:
     note(f"starting orloj-ray on http://{host}:{port} (Ctrl-C to stop)")
     proc = subprocess.Popen(cmd)
-    while True:
-        try:
-            code = proc.wait()
-            break
-        except KeyboardInterrupt:  # the child got the same SIGINT: let it shut down cleanly
-            continue
+
+    def forward(signum, _frame):  # `kill <cli pid>` or a lost terminal stops the server too
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        while True:
+            try:
+                code = proc.wait()
+                break
+            except KeyboardInterrupt:
+                # A terminal Ctrl-C reached the child too; forward it anyway for a lone SIGINT.
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     state = read_state()
     if state and state.get("pid") == proc.pid:
         state_file().unlink(missing_ok=True)
-    raise typer.Exit(0 if code in (0, -signal.SIGINT, 130) else code)
+    raise typer.Exit(0 if code in (0, -signal.SIGINT, -signal.SIGTERM, 130) else code)
 
 
 def _up_detached(cmd: list[str], host: str, port: int, sdir: Path) -> None:
     log_path = sdir / "orloj-up.log"
     with open(log_path, "wb") as log, open(os.devnull, "rb") as devnull:
         proc = subprocess.Popen(cmd, stdin=devnull, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, env={**os.environ, "ORLOJ_UP_LOG": str(log_path)})
     health = f"http://{_probe_host(host)}:{port}/healthz"
     err = err_console()
     start = time.monotonic()
@@ -234,6 +246,9 @@ def status(ctx: typer.Context) -> None:
                  f"set --server or ORLOJ_SERVER to it")
         fail(exc.message)
     echo(f"health:     {health.get('status', 'ok') if isinstance(health, dict) else 'ok'}")
+    local = read_state()
+    if local and str(local.get("api_url", "")).rstrip("/") == client.server:
+        echo(f"local:      started by 'orloj up' (pid {local.get('pid')}), log {local.get('log_file') or '-'}")
     try:
         rt = client.runtime()
     except NotFound:

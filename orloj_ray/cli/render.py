@@ -186,10 +186,31 @@ def _short_time(ts: Any) -> str:
     return head + (dot + frac[:3] if dot else "")
 
 
-def task_output_text(task: dict) -> str:
-    """``status.output`` as indented JSON (what ``orlojctl run`` prints)."""
+def final_output(task: dict) -> str | None:
+    """The result text of a task: ``final_output``, else ``last_output`` (message-driven runs);
+    None when the output map carries no text (upstream's sequential mode stores none)."""
     out = _g(task, "status.output") or {}
-    return to_json(out)
+    for key in ("final_output", "last_output"):
+        if out.get(key):
+            return str(out[key])
+    return None
+
+
+def task_output_text(task: dict) -> str:
+    """The result text, else ``status.output`` as indented JSON (what ``orlojctl run`` prints)."""
+    return final_output(task) or to_json(_g(task, "status.output") or {})
+
+
+def task_summary(task: dict) -> str:
+    out = _g(task, "status.output") or {}
+    parts = []
+    if out.get("agents_executed"):
+        parts.append(f"agents={out['agents_executed']}")
+    if out.get("tokens_used_total"):
+        parts.append(f"tokens={out['tokens_used_total']}")
+    if out.get("duration_ms"):
+        parts.append(f"duration={out['duration_ms']}ms")
+    return " ".join(parts)
 
 
 def event_line(ev: dict) -> str:

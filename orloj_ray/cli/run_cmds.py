@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from orloj_ray.cli import render
 from orloj_ray.cli.common import (
@@ -28,7 +29,7 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.live:
-            self._status = self.err.status(f"task {self.name}: creating")
+            self._status = self.err.status(f"task {escape(self.name)}: starting")
             self._status.__enter__()
         return self
 
@@ -42,9 +43,9 @@ class Progress:
         if self.live:
             total = f"/{self.total}" if self.total else ""
             agents = f" · agents done {len(done)}{total}" + (f": {', '.join(done)}" if done else "")
-            self._status.update(f"task {self.name}: [bold]{phase}[/bold]{agents}")
+            self._status.update(f"task {escape(self.name)}: [bold]{escape(phase)}[/bold]{escape(agents)}")
             for agent in done[len(self._done):]:
-                self.err.print(f"  [green]✓[/green] {agent}", highlight=False)
+                self.err.print(f"  [green]✓[/green] {escape(agent)}", highlight=False)
         else:
             for agent in done[len(self._done):]:
                 note(f"  agent done: {agent}")
@@ -61,14 +62,17 @@ def run(
     timeout: Annotated[str, typer.Option("--timeout", help="Give up after this long (5m, 90s).")] = "5m",
     name: Annotated[Optional[str], typer.Option("--name", help="Task name (default run-<system>-<ms>).")] = None,
     poll: Annotated[str, typer.Option("--poll", help="Polling interval when the server has no watch stream.")] = "1s",
+    output: Annotated[str, typer.Option("--output", "-o", help="text (the result) or json (all of status.output).")] = "text",
 ) -> None:
-    """Create a task for a system, follow it live and print its output.
+    """Create a task for a system, follow it live and print its result.
 
     Exit 0 when it succeeds, 1 when it fails, dead-letters or times out.
     """
     from orloj_ray.client import WaitTimeout
     from orloj_ray.errors import OrlojError
 
+    if output not in ("text", "json"):
+        fail(f"unsupported output {output!r}: expected text or json", 2)
     data = key_values(inputs or [], "input")
     ns = namespace_or(ctx, namespace)
     limit, interval = seconds(timeout, "--timeout"), seconds(poll, "--poll")
@@ -93,7 +97,13 @@ def run(
         fail(f"{exc.message}; follow it with `orloj wait task/{tname}` or inspect `orloj trace task {tname}`")
     st = final.get("status") or {}
     if st.get("phase") == "Succeeded":
-        echo(render.task_output_text(final))
+        if output == "json":
+            echo(render.to_json(st.get("output") or {}))
+        else:
+            summary = render.task_summary(final)
+            note(f"task {tname} succeeded" + (f" ({summary})" if summary else "") +
+                 f"; details: orloj trace task {tname}" + (f" -n {ns}" if ns != "default" else ""))
+            echo(render.task_output_text(final))
         return
     fail(f"task/{tname} {st.get('phase')}: {st.get('lastError') or 'no error recorded'} "
          f"(details: orloj trace task {tname})")
@@ -200,6 +210,8 @@ def trace(
     if out:
         echo("Output:")
         echo(render.task_output_text(task))
+        if render.final_output(task):
+            echo(f"(all output keys: orloj get task {nm} -o json)")
 
 
 def events(
