@@ -72,3 +72,99 @@ def test_client_run_task_and_events(orloj_api):
         events = list(c.events(0, kind="Task", name=task["metadata"]["name"], namespace=ns, timeout=3))
         assert events, "no events for the task"
         assert c.get("task", task["metadata"]["name"], ns)["status"]["phase"] == "Succeeded"
+
+
+def test_hierarchical_blueprint_runs_through_apply_run(cli_env):
+    ns = "e2e-hier"
+    blueprint = REPO / "examples" / "blueprints" / "hierarchical"
+    res = orloj(cli_env, "apply", "-f", str(blueprint), "--run", "-n", ns)
+    assert res.returncode == 0, res.stderr
+    res = orloj(cli_env, "wait", "task/bp-hierarchical-task", "-n", ns, "--for", "condition=Complete",
+                "--timeout", "90s")
+    assert res.returncode == 0, res.stdout + res.stderr
+    task = json.loads(orloj(cli_env, "get", "task", "bp-hierarchical-task", "-n", ns, "-o", "json").stdout)
+    (join,) = task["status"]["join_states"]
+    assert join["node"] == "bp-hier-editor-agent" and join["activated"] and len(join["sources"]) == 2
+    assert task["status"]["output"]["last_agent"] == "bp-hier-editor-agent"
+
+
+def test_driver_script_runs_the_pipeline(cli_env):
+    res = subprocess.run([sys.executable, str(REPO / "examples" / "drivers" / "run_pipeline.py"), "-n", "e2e-driver",
+                          "drivers in CI"],
+                         capture_output=True, text=True, env=cli_env, cwd=REPO, timeout=180)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert ": Succeeded" in res.stdout
+    for agent in ("bp-pipeline-planner-agent", "bp-pipeline-research-agent", "bp-pipeline-writer-agent"):
+        assert agent in res.stdout
+
+
+ANNOUNCEMENT = """\
+apiVersion: orloj.dev/v1
+kind: Agent
+metadata:
+  name: compliance-checker
+spec:
+  model: gpt-4
+  tools:
+    - name: scan-documents
+      permissions:
+        - read: compliance_docs
+    - name: flag-issues
+      permissions:
+        - write: issue_tracker
+  governance:
+    maxTokensPerMinute: 8000
+    requireApproval:
+      - write: issue_tracker
+    auditLog: true
+"""
+
+
+def test_announcement_manifest_applies_and_generates_role_and_policy(cli_env, tmp_path):
+    import time
+
+    import yaml
+
+    path = tmp_path / "compliance-checker.yaml"
+    path.write_text(ANNOUNCEMENT)
+    ns = "e2e-announce"
+    res = orloj(cli_env, "apply", "-f", str(path), "-n", ns)
+    assert res.returncode == 0, res.stderr
+    deadline = time.monotonic() + 30
+    while True:
+        shown = yaml.safe_load(orloj(cli_env, "get", "agent", "compliance-checker", "-n", ns, "-o", "yaml").stdout)
+        if shown["status"].get("generated") or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert shown["spec"]["model"] == "gpt-4"
+    assert shown["spec"]["tools"][1] == {"name": "flag-issues", "permissions": [{"write": "issue_tracker"}]}
+    assert shown["spec"]["governance"]["maxTokensPerMinute"] == 8000
+    assert shown["status"]["generated"] == ["agentrole/compliance-checker-grants",
+                                            "agentpolicy/compliance-checker-governance"]
+    roles = orloj(cli_env, "get", "roles", "-n", ns)
+    policies = orloj(cli_env, "get", "policies", "-n", ns)
+    assert "compliance-checker-grants" in roles.stdout and "compliance_docs:read" in roles.stdout
+    assert "compliance-checker-governance" in policies.stdout
+
+
+def test_wrong_nested_type_is_refused_locally_and_by_the_server(cli_env, orloj_api, tmp_path):
+    import httpx
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(PIPELINE.joinpath("model-endpoint.yaml").read_text() + "---\n" + """\
+apiVersion: orloj.dev/v1
+kind: Agent
+metadata:
+  name: typo-agent
+spec:
+  model_ref: openai-default
+  limits:
+    max_steps: ten
+""")
+    ns = "e2e-bad-cli"
+    res = orloj(cli_env, "apply", "-f", str(bad), "-n", ns)
+    assert res.returncode == 1
+    assert str(bad) in res.stderr and "document 2" in res.stderr and "spec.limits.max_steps" in res.stderr
+    with httpx.Client(base_url=orloj_api) as http:  # nothing of the rejected batch was stored
+        assert http.get("/v1/model-endpoints", params={"namespace": ns}).json()["items"] == []
+        assert http.get("/v1/agents/typo-agent", params={"namespace": ns}).status_code == 404

@@ -1,7 +1,7 @@
 """Run the pipeline blueprint against a running orloj-ray and print what each agent did.
 
     orloj up --detach
-    python examples/drivers/run_pipeline.py ["topic to research"]
+    python examples/drivers/run_pipeline.py [-n NAMESPACE] ["topic to research"]
 
 Uses only the Python client: apply the manifests, start a task, follow it, print the trace.
 Exits 1 if the task fails, 2 if orloj-ray cannot be reached or the manifests are invalid.
@@ -9,6 +9,7 @@ Exits 1 if the task fails, 2 if orloj-ray cannot be reached or the manifests are
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -25,10 +26,14 @@ SYSTEM = "bp-pipeline-system"
 
 
 def main() -> int:
-    topic = " ".join(sys.argv[1:]) or "state of enterprise AI copilots"
+    parser = argparse.ArgumentParser(description="Run the pipeline blueprint on a running orloj-ray.")
+    parser.add_argument("-n", "--namespace", default="default")
+    parser.add_argument("topic", nargs="*", default=["state of enterprise AI copilots"])
+    args = parser.parse_args()
+    topic = " ".join(args.topic)
     with Client() as client:
         try:
-            for obj in client.apply(BLUEPRINT):  # validated locally first; the blueprint's own task is skipped
+            for obj in client.apply(BLUEPRINT, namespace=args.namespace):  # validated locally first; the blueprint's own task is skipped
                 print(f"applied {obj['kind'].lower()}/{obj['metadata']['name']}")
             done: list[str] = []
 
@@ -38,7 +43,8 @@ def main() -> int:
                         done.append(entry["agent"])
                         print(f"  agent done: {entry['agent']}")
 
-            task = client.run_task(SYSTEM, {"topic": topic}, timeout=300, on_update=progress)
+            task = client.run_task(SYSTEM, {"topic": topic}, namespace=args.namespace, timeout=300,
+                                   on_update=progress)
         except OrlojError as exc:
             print(f"error: {exc.message}", file=sys.stderr)
             return 2

@@ -1,0 +1,112 @@
+"""`orloj up` as a user runs it: its own Ray head with the dashboard, then `orloj init`, apply
+--run, `ray job submit` against it, and `orloj down` stopping only what it started.
+
+Named to run first: `orloj up` refuses to start a second Ray head on the machine, so this
+module must finish before the suite's shared cluster starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory):
+    import ray
+
+    assert not ray.is_initialized(), "this module must run before the shared Ray cluster starts"
+    home = tmp_path_factory.mktemp("orloj-home")
+    port = _free_port()
+    env = {**os.environ, "ORLOJ_HOME": str(home), "ORLOJ_SERVER": f"http://127.0.0.1:{port}",
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    res = subprocess.run([str(BIN / "orloj"), "up", "--detach", "--port", str(port)], env=env, capture_output=True,
+                         text=True, timeout=180)
+    assert res.returncode == 0, res.stdout + res.stderr
+    state = json.loads((home / "up.json").read_text())
+    yield env, state, home
+    subprocess.run([str(BIN / "orloj"), "down"], env=env, capture_output=True, text=True, timeout=120)
+
+
+def orloj(env, *args, cwd=REPO, timeout=120):
+    return subprocess.run([str(BIN / "orloj"), *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_status_names_the_cluster_and_dashboard(up):
+    env, state, _ = up
+    res = orloj(env, "status")
+    assert res.returncode == 0, res.stderr
+    assert state["started_ray"] is True and state["dashboard_url"].startswith("http://127.0.0.1:")
+    assert state["ray_address"] in res.stdout and state["dashboard_url"] in res.stdout
+
+
+def test_second_up_says_what_is_in_use_and_how_to_proceed(up, tmp_path):
+    env, state, _ = up
+    port = state["api_url"].rsplit(":", 1)[1]
+    res = orloj(env, "up", "--detach", "--port", port)
+    assert res.returncode == 1 and "already running" in res.stderr and "orloj down" in res.stderr
+    other = {**env, "ORLOJ_HOME": str(tmp_path / "a")}
+    res = orloj(other, "up", "--detach", "--port", port)
+    assert res.returncode == 1 and f"port {port} is in use" in res.stderr
+    res = orloj(other, "up", "--detach", "--port", str(_free_port()))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "a Ray cluster is already running" in res.stdout + res.stderr and "--address auto" in res.stdout + res.stderr
+
+
+def test_init_then_apply_run_succeeds(up, tmp_path):
+    env, _, _ = up
+    assert orloj(env, "init", "demo", cwd=tmp_path).returncode == 0
+    res = orloj(env, "apply", "-f", "demo", "--run", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    res = orloj(env, "wait", "task/demo-task", "--for", "condition=Complete", "--timeout", "90s", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_ray_job_submit_imports_the_packages_from_the_working_dir(up):
+    env, state, _ = up
+    runtime_env = json.dumps({"working_dir": str(REPO), "excludes": [".venv", ".git", "tests", "build", "dist"]})
+    code = ("import actors.supervisor, serve.deployment, cluster.local, orloj_ray.engine.executor, ray; "
+            "ray.init(address='auto'); print('imports-ok', actors.supervisor.__file__)")
+    res = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", state["dashboard_url"], "--runtime-env-json", runtime_env,
+         "--", sys.executable, "-c", code],
+        env=env, capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "imports-ok" in res.stdout
+
+
+def test_down_stops_what_up_started(up):
+    env, state, home = up
+    res = orloj(env, "down")
+    assert res.returncode == 0, res.stderr
+    assert not (home / "up.json").exists()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(state["pid"], 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the orloj up process is still alive")
+    import ray._private.services as services
+
+    assert not services.find_gcs_addresses(), "the Ray head started by orloj up is still running"
