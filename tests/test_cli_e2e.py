@@ -98,26 +98,6 @@ def test_driver_script_runs_the_pipeline(cli_env):
         assert agent in res.stdout
 
 
-ANNOUNCEMENT = """\
-apiVersion: orloj.dev/v1
-kind: Agent
-metadata:
-  name: compliance-checker
-spec:
-  model: gpt-4
-  tools:
-    - name: scan-documents
-      permissions:
-        - read: compliance_docs
-    - name: flag-issues
-      permissions:
-        - write: issue_tracker
-  governance:
-    maxTokensPerMinute: 8000
-    requireApproval:
-      - write: issue_tracker
-    auditLog: true
-"""
 
 
 def test_announcement_manifest_applies_and_generates_role_and_policy(cli_env, tmp_path):
@@ -125,8 +105,7 @@ def test_announcement_manifest_applies_and_generates_role_and_policy(cli_env, tm
 
     import yaml
 
-    path = tmp_path / "compliance-checker.yaml"
-    path.write_text(ANNOUNCEMENT)
+    path = REPO / "examples" / "governance" / "compliance-checker.yaml"
     ns = "e2e-announce"
     res = orloj(cli_env, "apply", "-f", str(path), "-n", ns)
     assert res.returncode == 0, res.stderr

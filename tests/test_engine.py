@@ -164,26 +164,7 @@ async def test_reconciler_marks_agents_and_systems():
     assert "missing agents: bp-pipeline-writer-agent" in system["status"]["lastError"]
 
 
-ANNOUNCEMENT = """
-apiVersion: orloj.dev/v1
-kind: Agent
-metadata:
-  name: compliance-checker
-spec:
-  model: gpt-4
-  tools:
-    - name: scan-documents
-      permissions:
-        - read: compliance_docs
-    - name: flag-issues
-      permissions:
-        - write: issue_tracker
-  governance:
-    maxTokensPerMinute: 8000
-    requireApproval:
-      - write: issue_tracker
-    auditLog: true
-"""
+ANNOUNCEMENT = (Path(__file__).resolve().parents[1] / "examples" / "governance" / "compliance-checker.yaml").read_text()
 
 
 async def test_announcement_agent_owns_generated_role_and_policy_until_deleted():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import copy
 
 import pytest
@@ -17,26 +19,7 @@ from orloj_ray.resources import (
     permission_strings,
 )
 
-ANNOUNCEMENT = """\
-apiVersion: orloj.dev/v1
-kind: Agent
-metadata:
-  name: compliance-checker
-spec:
-  model: gpt-4
-  tools:
-    - name: scan-documents
-      permissions:
-        - read: compliance_docs
-    - name: flag-issues
-      permissions:
-        - write: issue_tracker
-  governance:
-    maxTokensPerMinute: 8000
-    requireApproval:
-      - write: issue_tracker
-    auditLog: true
-"""
+ANNOUNCEMENT = (Path(__file__).resolve().parents[1] / "examples" / "governance" / "compliance-checker.yaml").read_text()
 
 GENERATED_LABELS = {"orloj.dev/owner-agent": "compliance-checker", "orloj.dev/generated": "true"}
 
