@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import socket
+import uuid
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
@@ -62,7 +63,9 @@ class RayAgentRuntime:
 class Supervisor:
     def __init__(self, max_concurrent_tasks: int = 256):
         runtime = RayAgentRuntime()
-        worker = f"supervisor@{socket.gethostname()}:{os.getpid()}"
+        # same identity across restarts, new incarnation: a restarted supervisor takes over
+        # its predecessor's leases at once (orloj_ray.engine.claims)
+        worker = f"{SUPERVISOR_ACTOR}#{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.controller = Controller(RemoteStore(), runtime, worker=worker, probe=runtime.probe,
                                      max_concurrent_tasks=max_concurrent_tasks)
         self._loop = asyncio.get_running_loop().create_task(self.controller.run())

@@ -1,8 +1,10 @@
-"""Read-only sub-resources derived from stored status: task and agent logs.
+"""Read-only sub-resources derived from stored status: task logs, messages and metrics, agent logs.
 
 Upstream serves ``/v1/tasks/{name}/logs`` from the memory store's in-process log and
 ``/v1/agents/{name}/logs`` from its demo agent loop. orloj-ray keeps no separate log: both
 are derived from the object's status, so every API replica answers the same.
+``/v1/tasks/{name}/messages`` and ``/metrics`` are computed from ``status.messages`` by
+``serve.task_observability`` (api.md section 9).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import datetime as dt
 
 from fastapi import FastAPI, Request
 
+from serve import task_observability as obs
 from serve.codec import now_rfc3339
 from serve.errors import JSONResponse
 from serve.routes_resources import item_namespace
@@ -96,9 +99,23 @@ def register(app: FastAPI, store) -> None:
         task = await store.get("Task", item_namespace(request), name)
         return JSONResponse({"name": name, "logs": task_log_lines(task)})
 
+    async def task_messages(request: Request, name: str) -> JSONResponse:
+        selection = obs.parse_filter(request.query_params)  # 400 before 404, as upstream
+        task = await store.get("Task", item_namespace(request), name)
+        return JSONResponse(obs.messages_body(task, selection))
+
+    async def task_metrics(request: Request, name: str) -> JSONResponse:
+        selection = obs.parse_filter(request.query_params)
+        task = await store.get("Task", item_namespace(request), name)
+        return JSONResponse(obs.metrics_body(task, selection, now_rfc3339(nano=True)))
+
     async def agent_logs(request: Request, name: str) -> JSONResponse:
         agent = await store.get("Agent", item_namespace(request), name)
         return JSONResponse({"name": name, "logs": agent_log_lines(agent)})
 
     app.add_api_route("/v1/tasks/{name}/logs", task_logs, methods=["GET"], name="task_logs", tags=["tasks"])
+    app.add_api_route("/v1/tasks/{name}/messages", task_messages, methods=["GET"], name="task_messages",
+                      tags=["tasks"])
+    app.add_api_route("/v1/tasks/{name}/metrics", task_metrics, methods=["GET"], name="task_metrics",
+                      tags=["tasks"])
     app.add_api_route("/v1/agents/{name}/logs", agent_logs, methods=["GET"], name="agent_logs", tags=["agents"])

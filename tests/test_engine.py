@@ -4,7 +4,6 @@ Supervisor runs on Ray, without Ray."""
 from __future__ import annotations
 
 import asyncio
-import glob
 from pathlib import Path
 
 import pytest
@@ -13,21 +12,7 @@ import yaml
 from orloj_ray.engine.controller import Controller
 from orloj_ray.engine.runtime import LocalAgentRuntime
 from orloj_ray.store import MemoryStore
-
-BLUEPRINTS = Path(__file__).resolve().parent / "conformance" / "upstream-examples" / "blueprints"
-MOCK_ENDPOINT = {"apiVersion": "orloj.dev/v1", "kind": "ModelEndpoint",
-                 "metadata": {"name": "openai-default", "namespace": "default"},
-                 "spec": {"provider": "mock", "default_model": "gpt-4o"}, "status": {}}
-
-
-async def load(store, blueprint: str) -> None:
-    for path in sorted(glob.glob(str(BLUEPRINTS / blueprint / "**" / "*.yaml"), recursive=True)):
-        doc = yaml.safe_load(Path(path).read_text())
-        doc["metadata"].setdefault("namespace", "default")
-        doc.setdefault("status", {"phase": "Pending"})
-        await store.create(doc)
-    await store.create(MOCK_ENDPOINT)
-
+from tests_support import agent_ends, load
 
 async def run_until_done(store, name: str, *, timeout: float = 10.0) -> dict:
     controller = Controller(store, LocalAgentRuntime(), worker="test-worker")
@@ -42,10 +27,6 @@ async def run_until_done(store, name: str, *, timeout: float = 10.0) -> dict:
     finally:
         controller.stop()
         await loop
-
-
-def agent_ends(task: dict) -> list[dict]:
-    return [r for r in task["status"]["trace"] if r["type"] == "agent_end"]
 
 
 async def test_pipeline_runs_three_agents_in_order_and_outputs_the_writers_text():

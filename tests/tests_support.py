@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import time
+from pathlib import Path
 
 import httpx
+import yaml
 
 TERMINAL = ("Succeeded", "Failed", "DeadLetter")
 
@@ -17,3 +20,22 @@ def wait_for_phase(http: httpx.Client, plural: str, name: str, namespace: str, *
         if (obj.get("status") or {}).get("phase") in phases or time.monotonic() > deadline:
             return obj
         time.sleep(0.2)
+
+
+BLUEPRINTS = Path(__file__).resolve().parent / "conformance" / "upstream-examples" / "blueprints"
+MOCK_ENDPOINT = {"apiVersion": "orloj.dev/v1", "kind": "ModelEndpoint",
+                 "metadata": {"name": "openai-default", "namespace": "default"},
+                 "spec": {"provider": "mock", "default_model": "gpt-4o"}, "status": {}}
+
+
+async def load(store, blueprint: str) -> None:
+    for path in sorted(glob.glob(str(BLUEPRINTS / blueprint / "**" / "*.yaml"), recursive=True)):
+        doc = yaml.safe_load(Path(path).read_text())
+        doc["metadata"].setdefault("namespace", "default")
+        doc.setdefault("status", {"phase": "Pending"})
+        await store.create(doc)
+    await store.create(MOCK_ENDPOINT)
+
+
+def agent_ends(task: dict) -> list[dict]:
+    return [r for r in task["status"]["trace"] if r["type"] == "agent_end"]

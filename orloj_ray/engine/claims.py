@@ -1,4 +1,14 @@
-"""Claiming a Task: the transition Pending -> Running under optimistic concurrency."""
+"""Task leases: claim, takeover and renewal, fenced by an epoch.
+
+A lease lives in the task's status: ``claimedBy`` (the owner), ``leaseUntil`` (expiry),
+``lastHeartbeat`` and ``leaseEpoch``, a fencing number raised on every claim and takeover.
+Every write an execution makes checks the epoch inside the same read-modify-write, so an
+owner that was deposed while it was slow has its late writes refused (``LeaseLost``).
+
+Owners are named ``<identity>#<incarnation>``. A restarted supervisor has the same identity
+and a new incarnation, so it takes over its predecessor's leases at once instead of waiting
+for them to expire.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +18,11 @@ from orloj_ray.errors import Conflict, NotFound
 from orloj_ray.store.util import now_rfc3339_nano
 
 LEASE_S = 30.0
+"""How long a lease lasts without renewal. Renewed every third of it."""
+
+
+class LeaseLost(Exception):
+    """This owner no longer holds the task's lease; stop without writing."""
 
 
 def _rfc3339(dt: datetime) -> str:
@@ -21,36 +36,65 @@ def _parse(ts: str) -> datetime | None:
         return None
 
 
-def claimable(task: dict, now: datetime | None = None) -> bool:
-    """Pending (or phase-less), not a template, and due."""
+def identity(owner: str) -> str:
+    return owner.split("#", 1)[0]
+
+
+def lease_until(now: datetime, lease_s: float = LEASE_S) -> str:
+    return _rfc3339(now + timedelta(seconds=lease_s))
+
+
+def takeover_reason(task: dict, worker: str, now: datetime | None = None) -> str | None:
+    """Why ``worker`` may take a Running task over (expired lease, or its own predecessor's), else None."""
+    status = task.get("status") or {}
+    holder = status.get("claimedBy") or ""
+    if status.get("phase") != "Running" or holder == worker:
+        return None
+    if not holder:
+        return "unowned"
+    if identity(holder) == identity(worker):
+        return f"previous incarnation {holder} replaced by {worker}"
+    expiry = _parse(status.get("leaseUntil") or "")
+    if expiry is None or expiry <= (now or datetime.now(timezone.utc)):
+        return f"worker lease expired; task reassigned from {holder} to {worker}"
+    return None
+
+
+def claimable(task: dict, worker: str = "", now: datetime | None = None) -> bool:
+    """Due Pending tasks (never templates), and Running tasks ``worker`` may take over."""
     spec, status = task.get("spec") or {}, task.get("status") or {}
     if (spec.get("mode") or "run") == "template":
         return False
-    if status.get("phase") not in (None, "", "Pending"):
-        return False
-    due = _parse(status.get("nextAttemptAt") or "")
-    return due is None or due <= (now or datetime.now(timezone.utc))
+    now = now or datetime.now(timezone.utc)
+    if status.get("phase") in (None, "", "Pending"):
+        due = _parse(status.get("nextAttemptAt") or "")
+        return due is None or due <= now
+    return bool(worker) and takeover_reason(task, worker, now) is not None
 
 
 async def claim(store, task: dict, worker: str, *, lease_s: float = LEASE_S) -> dict | None:
-    """Take the task for ``worker``; None when someone else changed it first."""
+    """Take the task for ``worker`` (a new attempt, or a takeover); None when someone else won."""
     status = dict(task.get("status") or {})
     now = datetime.now(timezone.utc)
-    attempts = int(status.get("attempts") or 0) + 1
+    reason = takeover_reason(task, worker, now)
+    history = status.setdefault("history", [])
+    if reason is None:  # a fresh attempt
+        status["attempts"] = int(status.get("attempts") or 0) + 1
+        for key in ("nextAttemptAt", "completedAt", "output", "lastError", "errorCode", "messages", "join_states"):
+            status.pop(key, None)
+        history.append({"timestamp": now_rfc3339_nano(), "type": "claim", "worker": worker,
+                         "message": f"task claimed by worker={worker} lease={int(lease_s)}s"})
+    else:
+        status["lastError"] = reason
+        history.append({"timestamp": now_rfc3339_nano(), "type": "takeover", "worker": worker, "message": reason})
     status.update({
         "phase": "Running",
-        "attempts": attempts,
         "claimedBy": worker,
         "assignedWorker": worker,
-        "leaseUntil": _rfc3339(now + timedelta(seconds=lease_s)),
+        "leaseUntil": lease_until(now, lease_s),
         "lastHeartbeat": now_rfc3339_nano(),
+        "leaseEpoch": int(status.get("leaseEpoch") or 0) + 1,
         "startedAt": status.get("startedAt") or now_rfc3339_nano(),
-    })
-    for key in ("nextAttemptAt", "completedAt", "output", "lastError", "errorCode"):
-        status.pop(key, None)
-    status.setdefault("history", []).append({
-        "timestamp": now_rfc3339_nano(), "type": "claim", "worker": worker,
-        "message": f"task claimed by worker={worker} lease={int(lease_s)}s",
     })
     meta = task["metadata"]
     try:

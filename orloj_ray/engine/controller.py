@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from orloj_ray.engine.claims import claim, claimable
+from orloj_ray.engine.claims import LEASE_S, claim, claimable
 from orloj_ray.engine.executor import TaskExecutor
 from orloj_ray.engine.owned import delete_owned
 from orloj_ray.engine.reconcile import SOURCE as RECONCILER, AgentProbe, reconcile
@@ -22,15 +22,28 @@ RECONCILED = ("Agent", "AgentSystem", "ModelEndpoint", "Tool", "Secret", "Memory
 DEPENDENTS = {"ModelEndpoint": ("Agent",), "Agent": ("AgentSystem",), "Secret": ("Agent",)}
 
 
+async def list_all(store, kind: str, namespace: str | None = None) -> list[dict]:
+    items, after = [], None
+    while True:
+        page = await store.list(kind, namespace, after=after)
+        items += page.items
+        if not page.continue_:
+            return items
+        after = page.continue_
+
+
 class Controller:
     def __init__(self, store, runtime: AgentRuntime, *, worker: str, probe: AgentProbe | None = None,
-                 max_concurrent_tasks: int = 256, resync_s: float = 30.0):
+                 max_concurrent_tasks: int = 256, resync_s: float = 30.0, lease_scan_s: float = 5.0,
+                 lease_s: float = LEASE_S):
         self.store = store
         self.runtime = runtime
         self.worker = worker
         self.probe = probe
         self.max_concurrent = max_concurrent_tasks
         self.resync_s = resync_s
+        self.lease_scan_s = lease_scan_s
+        self.lease_s = lease_s
         self.running: dict[str, asyncio.Task] = {}
         self._stop = asyncio.Event()
         self._cursor = 0
@@ -43,6 +56,7 @@ class Controller:
         await self._safely(self.resync)
         loop = asyncio.get_running_loop()
         next_resync = loop.time() + self.resync_s
+        next_scan = loop.time() + self.lease_scan_s
         while not self._stop.is_set():
             events = []
             try:
@@ -54,6 +68,9 @@ class Controller:
                 self._cursor = events[-1].id
             await self._safely(self.claim_due, events)
             await self._safely(self.reconcile_changed, events)
+            if loop.time() >= next_scan:  # expired leases produce no event: look for them
+                next_scan = loop.time() + self.lease_scan_s
+                await self._safely(self.claim_due, None)
             if loop.time() >= next_resync:
                 next_resync = loop.time() + self.resync_s
                 await self._safely(self.resync)
@@ -76,13 +93,13 @@ class Controller:
                 except Exception:
                     continue
         else:
-            tasks = (await self.store.list("Task")).items
+            tasks = await list_all(self.store, "Task")
         claimed = 0
         for task in tasks:
             key = f'{task["metadata"]["namespace"]}/{task["metadata"]["name"]}'
-            if key in self.running or len(self.running) >= self.max_concurrent or not claimable(task):
+            if key in self.running or len(self.running) >= self.max_concurrent or not claimable(task, self.worker):
                 continue
-            owned = await claim(self.store, task, self.worker)
+            owned = await claim(self.store, task, self.worker, lease_s=self.lease_s)
             if owned is None:
                 continue
             claimed += 1
@@ -92,7 +109,7 @@ class Controller:
         return claimed
 
     async def _run_task(self, task: dict) -> None:
-        executor = TaskExecutor(self.store, self.runtime, task, worker=self.worker)
+        executor = TaskExecutor(self.store, self.runtime, task, worker=self.worker, lease_s=self.lease_s)
         try:
             await executor.run()
         except Exception:
@@ -126,5 +143,5 @@ class Controller:
     async def resync(self) -> None:
         await self.claim_due(None)
         for kind in RECONCILED:
-            for obj in (await self.store.list(kind)).items:
+            for obj in await list_all(self.store, kind):
                 await reconcile(self.store, obj, self.probe)

@@ -5,18 +5,27 @@ Messages flow along graph edges the way upstream's message-driven mode describes
 arriving message, fan-out with child branch ids, joins that gate a node until enough
 upstream agents have arrived, and loops bounded by ``max_turns`` per branch. Turns of
 independent branches run concurrently.
+
+The task's recorded messages are the source of truth: a run that takes over a task (after a
+supervisor crash or an expired lease) resumes from the messages that were not finished, so a
+finished step is never executed again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 
+from orloj_ray.engine.claims import LEASE_S, LeaseLost
 from orloj_ray.engine.resolve import ResolvedTask, TaskInvalid, resolve_task
 from orloj_ray.engine.runtime import AgentRuntime
 from orloj_ray.engine.status import TaskRecorder, TaskStopped
 from orloj_ray.engine.turn import TurnRequest, TurnResult
+
+log = logging.getLogger("orloj_ray.executor")
+UNFINISHED = ("Queued", "Running", "RetryPending")
 
 
 @dataclass
@@ -31,12 +40,19 @@ class Envelope:
     parent_id: str = ""
     type: str = "task_handoff"
 
+    @classmethod
+    def from_record(cls, record: dict) -> "Envelope":
+        hop = record["message_id"].split("/h", 1)[-1].split("/", 1)[0]
+        return cls(record["message_id"], record["from_agent"], record["to_agent"], record.get("branch_id", ""),
+                   record.get("content", ""), int(hop) if hop.isdigit() else 1, record.get("parent_branch_id", ""),
+                   record.get("parent_id", ""), record.get("type", "task_handoff"))
+
 
 @dataclass
 class _JoinState:
     required: int
     sources: list[Envelope] = field(default_factory=list)
-    activated: bool = False
+    activated_by: str = ""
 
 
 class TaskFailed(Exception):
@@ -47,9 +63,9 @@ class TaskFailed(Exception):
 
 
 class TaskExecutor:
-    """Executes one task attempt. Create one per run; not reusable."""
+    """Executes (or resumes) one task attempt. Create one per run; not reusable."""
 
-    def __init__(self, store, runtime: AgentRuntime, task: dict, *, worker: str):
+    def __init__(self, store, runtime: AgentRuntime, task: dict, *, worker: str, lease_s: float = LEASE_S):
         self.store = store
         self.runtime = runtime
         self.task = task
@@ -57,11 +73,11 @@ class TaskExecutor:
         self.name = task["metadata"]["name"]
         self.spec = task.get("spec") or {}
         self.attempt = int((task.get("status") or {}).get("attempts") or 1)
+        self.lease_s = lease_s
         self.recorder = TaskRecorder(store, task, worker=worker)
         self.resolved: ResolvedTask | None = None
         self._joins: dict[str, _JoinState] = {}
         self._branch_turns: dict[str, int] = {}
-        self._order: list[str] = []
 
     @property
     def task_id(self) -> str:
@@ -72,37 +88,80 @@ class TaskExecutor:
 
     async def run(self) -> None:
         started = time.monotonic()
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            await self._run(started)
+        except (LeaseLost, TaskStopped) as exc:
+            log.info("task %s stopped: %s", self.task_id, exc)
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                await self.recorder.renew(self.lease_s)
+            except (LeaseLost, TaskStopped):
+                return
+            except Exception:
+                log.warning("lease renewal of %s failed", self.task_id, exc_info=True)
+
+    async def _run(self, started: float) -> None:
         try:
             self.resolved = await resolve_task(self.store, self.task)
         except TaskInvalid as exc:
             await self.recorder.fail("task_invalid", str(exc))
             return
-        graph = self.resolved.graph
-        entries = graph.entry_agents()
-        await self.recorder.start(self.resolved, entries)
-        kickoff = self.spec.get("input", {}).get("topic") or f"task={self.name} attempt={self.attempt}"
-        envelopes = [
-            Envelope(self._message_id(i + 1, "system", agent), "system", agent, f"b{i + 1:03d}", kickoff,
-                     hop=i + 1, type="task_start")
-            for i, agent in enumerate(entries)
-        ]
+        envelopes = self._restore()
+        if envelopes is None:
+            entries = self.resolved.graph.entry_agents()
+            await self.recorder.start(self.resolved, entries)
+            kickoff = self.spec.get("input", {}).get("topic") or f"task={self.name} attempt={self.attempt}"
+            envelopes = [
+                Envelope(self._message_id(i + 1, "system", agent), "system", agent, f"b{i + 1:03d}", kickoff,
+                         hop=i + 1, type="task_start")
+                for i, agent in enumerate(entries)
+            ]
+            for env in envelopes:
+                await self.recorder.message_queued(env)
+        else:
+            await self.recorder.resumed(len(envelopes))
         failure: TaskFailed | None = None
-        stopped = False
+        stop: Exception | None = None
         try:
             async with asyncio.TaskGroup() as group:
                 for env in envelopes:
-                    await self.recorder.message_queued(env)
                     group.create_task(self._deliver(env, group))
-        except* TaskStopped:
-            stopped = True  # canceled from outside: its phase is already decided
+        except* (LeaseLost, TaskStopped) as stopped:
+            stop = stopped.exceptions[0]
         except* TaskFailed as failures:
             failure = failures.exceptions[0]
-        if stopped:
-            return
+        if stop is not None:
+            raise stop
         if failure is not None:
             await self.recorder.fail(failure.code, failure.message)
             return
-        await self.recorder.succeed(self._order, int((time.monotonic() - started) * 1000))
+        await self.recorder.succeed(int((time.monotonic() - started) * 1000))
+
+    def _restore(self) -> list[Envelope] | None:
+        """Unfinished messages of this attempt, with join and branch state; None for a fresh start."""
+        status = self.task.get("status") or {}
+        records = [m for m in status.get("messages") or [] if m.get("attempt") == self.attempt]
+        if not records:
+            return None
+        by_id = {m["message_id"]: m for m in records}
+        for state in status.get("join_states") or []:
+            if state.get("attempt") != self.attempt:
+                continue
+            sources = [Envelope.from_record(by_id[s["message_id"]]) for s in state.get("sources") or []
+                       if s["message_id"] in by_id]
+            self._joins[state["node"]] = _JoinState(int(state.get("quorum_required") or 1), sources,
+                                                    state.get("activated_by", "") if state.get("activated") else "")
+        for record in records:
+            if record.get("outcome") == "turn":
+                branch = record.get("branch_id", "")
+                self._branch_turns[branch] = self._branch_turns.get(branch, 0) + 1
+        return [Envelope.from_record(m) for m in records if m.get("phase") in UNFINISHED]
 
     async def _deliver(self, env: Envelope, group: asyncio.TaskGroup) -> None:
         graph = self.resolved.graph
@@ -111,38 +170,38 @@ class TaskExecutor:
         join = graph.join_for(node)
         if join is not None and env.from_agent != "system":
             state = self._joins.setdefault(node, _JoinState(join.required(len(graph.predecessors[node]))))
-            if state.activated:
+            if state.activated_by and state.activated_by != env.message_id:
                 await self.recorder.message_done(env, "join_already_activated")
                 return
-            state.sources.append(env)
-            if len(state.sources) < state.required:
-                await self.recorder.join_wait(env, node, state.required, len(state.sources))
-                return
-            state.activated = True
+            if not state.activated_by:
+                if all(s.message_id != env.message_id for s in state.sources):
+                    state.sources.append(env)
+                if len(state.sources) < state.required:
+                    await self.recorder.join_wait(env, node, state.required, len(state.sources))
+                    return
+                state.activated_by = env.message_id
+                await self.recorder.join_activated(env, node, join.mode, state.required, state.sources)
             inbox = list(state.sources)
-            await self.recorder.join_activated(env, node, join.mode, state.required, inbox)
 
         max_turns = int(self.spec.get("max_turns") or 0)
         turns = self._branch_turns.get(env.branch_id, 0) + 1
-        self._branch_turns[env.branch_id] = turns
         if max_turns and turns > max_turns:
             await self.recorder.message_done(env, "turn_limit_reached")
             return
+        self._branch_turns[env.branch_id] = turns
 
         result = await self._turn(node, env, inbox)
-        self._order.append(node)
-        targets = graph.successors[node]
-        if max_turns and turns >= max_turns:
-            targets = []
-        children = []
-        for i, target in enumerate(targets):
-            branch = env.branch_id if len(targets) == 1 else f"{env.branch_id}.{i + 1:03d}"
-            hop = env.hop + 1 if env.hop >= 1 else 2
-            children.append(Envelope(
-                self._message_id(max(hop, 2), node, target), node, target, branch, result.output,
-                hop=max(hop, 2), parent_branch_id=env.branch_id if len(targets) > 1 else env.parent_branch_id,
+        targets = [] if max_turns and turns >= max_turns else graph.successors[node]
+        hop = max(env.hop + 1, 2)
+        children = [
+            Envelope(
+                self._message_id(hop, node, target), node, target,
+                env.branch_id if len(targets) == 1 else f"{env.branch_id}.{i + 1:03d}", result.output, hop=hop,
+                parent_branch_id=env.branch_id if len(targets) > 1 else env.parent_branch_id,
                 parent_id=env.message_id,
-            ))
+            )
+            for i, target in enumerate(targets)
+        ]
         await self.recorder.turn_done(env, inbox, result, children)
         for child in children:
             group.create_task(self._deliver(child, group))

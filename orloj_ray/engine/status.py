@@ -1,15 +1,20 @@
 """TaskRecorder: every write an execution makes to a Task's status, in one place.
 
 Writes are read-modify-write with optimistic concurrency (``mutate_status``) and serialized
-per task in this process. A task whose phase turned terminal from outside (``orloj cancel``)
-stops the run: the recorder raises ``TaskStopped`` instead of overwriting the decision.
+per task in this process. Each write first checks that this run still holds the lease (owner
+and epoch, ``LeaseLost`` otherwise) and that the task is not terminal (``orloj cancel``:
+``TaskStopped``), so a deposed or canceled run never overwrites a newer decision. A turn's
+result, its message's completion and the messages it sends are one write: after a crash the
+task resumes from exactly the messages that were not finished.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from orloj_ray.engine.claims import LEASE_S, LeaseLost, lease_until
 from orloj_ray.store.base import Event
 from orloj_ray.store.util import mutate_status, now_rfc3339_nano
 
@@ -33,11 +38,12 @@ class TaskRecorder:
         self.namespace = task["metadata"]["namespace"]
         self.name = task["metadata"]["name"]
         self.system = (task.get("spec") or {}).get("system", "")
-        self.attempt = int((task.get("status") or {}).get("attempts") or 1)
+        status = task.get("status") or {}
+        self.attempt = int(status.get("attempts") or 1)
+        self.epoch = status.get("leaseEpoch")
         self.worker = worker
         self._lock = asyncio.Lock()
-        self._seq = 0
-        self._done: list[TurnResult] = []
+        self._seq = sum(1 for row in status.get("trace") or [] if row.get("attempt") == self.attempt)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -45,6 +51,8 @@ class TaskRecorder:
         def apply(status: dict) -> dict | None:
             if status.get("phase") in TERMINAL and not terminal_ok:
                 raise TaskStopped(status.get("phase"))
+            if status.get("claimedBy") != self.worker or status.get("leaseEpoch") != self.epoch:
+                raise LeaseLost(f"lease now held by {status.get('claimedBy')} epoch {status.get('leaseEpoch')}")
             change(status)
             for key, cap in (("trace", TRACE_CAP), ("history", HISTORY_CAP), ("messages", MESSAGES_CAP)):
                 if len(status.get(key) or []) > cap:
@@ -89,6 +97,16 @@ class TaskRecorder:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    async def renew(self, lease_s: float = LEASE_S) -> None:
+        def change(status: dict) -> None:
+            status["leaseUntil"] = lease_until(datetime.now(timezone.utc), lease_s)
+            status["lastHeartbeat"] = now_rfc3339_nano()
+
+        await self._write(change)
+
+    async def resumed(self, pending: int) -> None:
+        await self._write(lambda s: self._trace(s, "task_resumed", message=f"resuming with {pending} unfinished messages"))
+
     async def start(self, resolved: ResolvedTask, entries: list[str]) -> None:
         def change(status: dict) -> None:
             output = status.setdefault("output", {})
@@ -111,7 +129,7 @@ class TaskRecorder:
 
     async def message_done(self, env: Envelope, why: str) -> None:
         def change(status: dict) -> None:
-            self._message(status, env, phase="Succeeded", processed_at=now_rfc3339_nano())
+            self._message(status, env, phase="Succeeded", processed_at=now_rfc3339_nano(), outcome=why)
             self._trace(status, "agent_message_processed", agent=env.to_agent,
                         message=f"message_id={env.message_id} status={why}")
 
@@ -123,7 +141,7 @@ class TaskRecorder:
 
     async def join_wait(self, env: Envelope, node: str, required: int, received: int) -> None:
         def change(status: dict) -> None:
-            self._message(status, env, phase="Succeeded", processed_at=now_rfc3339_nano())
+            self._message(status, env, phase="Succeeded", processed_at=now_rfc3339_nano(), outcome="join_wait")
             self._join_state(status, node, env, required)
             self._trace(status, "agent_message_join_wait", agent=node,
                         message=f"join waiting: received={received} required={required}")
@@ -151,9 +169,6 @@ class TaskRecorder:
         return state
 
     async def turn_done(self, env: Envelope, inbox: list, result: TurnResult, children: list) -> None:
-        self._done.append(result)
-        index = len(self._done)
-
         def change(status: dict) -> None:
             for row in result.trace:
                 self._trace(status, row["type"], **{k: v for k, v in row.items() if k not in ("type", "timestamp")})
@@ -165,20 +180,24 @@ class TaskRecorder:
                 input="\n\n".join(e.content for e in inbox), output=result.output,
                 message=f"steps={result.steps} tool_calls={result.tool_calls} tokens={result.tokens}",
             )
-            self._message(status, env, phase="Succeeded", processed_at=now_rfc3339_nano())
+            self._message(status, env, phase="Succeeded", processed_at=now_rfc3339_nano(), outcome="turn")
             for child in children:
                 self._message(status, child)
                 self._trace(status, "agent_message", agent=child.from_agent,
                             message=f"agent message published: id={child.message_id} to={child.to_agent}")
             output = status.setdefault("output", {})
+            index = int(output.get("agents_executed") or 0) + 1
             prefix = f"agent.{index}"
+            order = output.get("execution_order")
             output.update({
                 f"{prefix}.name": result.agent, f"{prefix}.model": result.model,
                 f"{prefix}.steps": str(result.steps), f"{prefix}.tool_calls": str(result.tool_calls),
                 f"{prefix}.duration_ms": str(result.duration_ms), f"{prefix}.tokens_used": str(result.tokens),
                 f"{prefix}.token_usage_source": result.token_source,
+                "agents_executed": str(index),
+                "execution_order": f"{order} -> {result.agent}" if order else result.agent,
                 "last_agent": result.agent, "last_output": result.output,
-                "tokens_used_total": str(sum(r.tokens for r in self._done)),
+                "tokens_used_total": str(int(output.get("tokens_used_total") or 0) + result.tokens),
             })
 
         await self._write(change)
@@ -193,16 +212,13 @@ class TaskRecorder:
 
         await self._write(change)
 
-    async def succeed(self, order: list[str], duration_ms: int) -> None:
+    async def succeed(self, duration_ms: int) -> None:
         def change(status: dict) -> None:
             output = status.setdefault("output", {})
-            terminal = [r for r in self._done if r.agent == (order[-1] if order else "")]
-            output.update({
-                "execution_order": " -> ".join(order), "result": "executed",
-                "agents_executed": str(len(order)), "duration_ms": str(duration_ms),
-                "final_output": terminal[-1].output if terminal else "",
-            })
-            self._trace(status, "task_summary", message=f"agents={len(order)} duration_ms={duration_ms}")
+            output.update({"result": "executed", "duration_ms": str(duration_ms),
+                           "final_output": output.get("last_output", "")})
+            self._trace(status, "task_summary",
+                        message=f"agents={output.get('agents_executed', '0')} duration_ms={duration_ms}")
             self._history(status, "succeeded", "task execution completed successfully")
             _finish(status, "Succeeded")
 
