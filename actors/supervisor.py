@@ -21,6 +21,7 @@ from actors.agent_actor import agent_actor
 from actors.store_host import RemoteStore
 from orloj_ray.engine.controller import Controller
 from orloj_ray.engine.turn import TurnRequest, TurnResult
+from orloj_ray.errors import Unavailable
 
 log = logging.getLogger("orloj_ray.supervisor")
 
@@ -43,9 +44,10 @@ class RayAgentRuntime:
             return await handle.run_turn.remote(request)
         except RayTaskError as exc:
             raise exc.cause if isinstance(exc.cause, Exception) else exc from None
-        except RayActorError:
+        except RayActorError as exc:  # died or restarting: the executor redelivers the turn
             self._handles.pop((request.namespace, request.agent_name), None)
-            raise
+            raise Unavailable(f"agent actor {request.namespace}/{request.agent_name} is unavailable: "
+                              f"{type(exc).__name__}") from None
 
     async def probe(self, namespace: str, agent: str) -> str:
         try:

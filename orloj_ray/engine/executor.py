@@ -26,6 +26,9 @@ from orloj_ray.engine.turn import TurnRequest, TurnResult
 
 log = logging.getLogger("orloj_ray.executor")
 UNFINISHED = ("Queued", "Running", "RetryPending")
+REDELIVERIES = 5
+"""Times a turn is redelivered when its agent's runtime is unavailable (an actor restarting)."""
+REDELIVERY_BASE_S = 0.5
 
 
 @dataclass
@@ -220,13 +223,20 @@ class TaskExecutor:
                    for e in inbox if e.from_agent != "system"],
             key=f"{self.task_id}/a{self.attempt:03d}/{node}/{env.branch_id}",
         )
-        await self.recorder.message_running(env)
-        try:
-            result = await self.runtime.run_turn(request)
-        except Exception as exc:  # the runtime itself broke (actor died, placement failed)
-            code = getattr(exc, "code", "agent_runtime_error")
-            await self.recorder.message_failed(env, f"{type(exc).__name__}: {exc}")
-            raise TaskFailed(code, f'agent "{node}" could not run: {exc}') from exc
+        for redelivery in range(REDELIVERIES + 1):
+            await self.recorder.message_running(env)
+            try:
+                result = await self.runtime.run_turn(request)
+                break
+            except Exception as exc:  # the runtime broke: actor died or restarting, placement failed
+                code = getattr(exc, "code", "agent_runtime_error")
+                if getattr(exc, "retryable", False) and redelivery < REDELIVERIES:
+                    delay = min(REDELIVERY_BASE_S * 2**redelivery, 10.0)
+                    await self.recorder.message_retry(env, f"{type(exc).__name__}: {exc}", delay)
+                    await asyncio.sleep(delay)
+                    continue
+                await self.recorder.message_failed(env, f"{type(exc).__name__}: {exc}")
+                raise TaskFailed(code, f'agent "{node}" could not run: {exc}') from exc
         if not result.ok:
             await self.recorder.turn_failed(env, result)
             raise TaskFailed(result.error_code, result.error)

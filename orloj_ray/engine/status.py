@@ -135,6 +135,14 @@ class TaskRecorder:
 
         await self._write(change)
 
+    async def message_retry(self, env: Envelope, error: str, delay_s: float) -> None:
+        def change(status: dict) -> None:
+            self._message(status, env, phase="RetryPending", last_error=error)
+            self._trace(status, "agent_message_retry_scheduled", agent=env.to_agent, retryable=True,
+                        message=f"redelivery of {env.message_id} in {delay_s:g}s: {error}")
+
+        await self._write(change)
+
     async def message_failed(self, env: Envelope, error: str) -> None:
         await self._write(lambda s: self._message(s, env, phase="DeadLetter", last_error=error,
                                                   processed_at=now_rfc3339_nano()))

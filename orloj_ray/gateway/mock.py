@@ -5,10 +5,14 @@ prompt) and the topic, and quotes the start of what upstream agents handed over,
 of a trace can follow the work. When tools are offered and none has been called yet, it asks
 for one the way upstream's mock does: the first tool whose name matches a keyword in the
 context (``vector``, ``search``, ``web``, ``db``, ``echo``), else the first tool.
+
+The endpoint option ``latency_ms`` makes every reply take that long (slow-model demos, fault
+tests, benchmarks).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from orloj_ray.gateway.base import CompletionReply, CompletionRequest, Endpoint, ToolCall
@@ -31,6 +35,9 @@ def _short(text: str, limit: int = _QUOTE) -> str:
 
 class MockProvider:
     async def complete(self, endpoint: Endpoint, request: CompletionRequest) -> CompletionReply:
+        latency_ms = float(endpoint.options.get("latency_ms") or 0)
+        if latency_ms > 0:
+            await asyncio.sleep(latency_ms / 1000)
         meta = request.metadata
         agent = meta.get("agent", "agent")
         step = meta.get("step", 1)
