@@ -6,7 +6,7 @@ No Ray here: ``serve/deployment.py`` wraps this app with Ray Serve, and tests dr
 ``httpx.ASGITransport``. Creating a task only stores it; nothing here waits on agent work.
 
 Modules: ``routes_resources`` (generic CRUD over the 15 kinds), ``sse`` (watch streams),
-``routes_tasks`` (logs), ``routes_approvals`` (approve/deny), ``errors`` (the JSON error
+``routes_tasks`` (logs, messages, metrics), ``routes_approvals`` (approve/deny), ``errors`` (the JSON error
 envelope), ``middleware`` (request id, body limit), ``codec`` (body decoding, redaction).
 """
 
