@@ -136,18 +136,20 @@ class RetryPolicy:
         if not _is_seconds(self.backoff) or self.backoff < 0:
             raise ValueError(f"RetryPolicy.backoff must be a finite number of seconds >= 0, got {self.backoff!r}")
         if not _is_seconds(self.max_backoff) or self.max_backoff <= 0:
-            raise ValueError(f"RetryPolicy.max_backoff must be a finite number of seconds > 0, got {self.max_backoff!r}")
+            raise ValueError(f"RetryPolicy.max_backoff must be a finite number of seconds > 0, "
+                             f"got {self.max_backoff!r}")
         if self.jitter not in JITTER_MODES:
             raise ValueError(f"RetryPolicy.jitter must be one of none, full, equal, got {self.jitter!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"RetryPolicy.scope must be one of task, message, tool, got {self.scope!r}")
         entries = (self.non_retryable,) if isinstance(self.non_retryable, str) else self.non_retryable
+        problem = f"RetryPolicy.non_retryable must be a sequence of strings, got {self.non_retryable!r}"
         try:
             entries = tuple(entries)
         except TypeError:
-            raise ValueError(f"RetryPolicy.non_retryable must be a sequence of strings, got {self.non_retryable!r}") from None
+            raise ValueError(problem) from None
         if not all(isinstance(e, str) for e in entries):
-            raise ValueError(f"RetryPolicy.non_retryable must be a sequence of strings, got {self.non_retryable!r}")
+            raise ValueError(problem)
         object.__setattr__(self, "non_retryable", tuple(e.strip() for e in entries if e.strip()))
 
     @classmethod
@@ -297,10 +299,15 @@ def jitter_unit(policy: RetryPolicy, attempts: int, key: str) -> float:
     return (_fnv64a(f"{key.strip().lower()}|{attempts}".encode()) % 1_000_000) / 1_000_000
 
 
+def _check_attempts(attempts: object) -> None:
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        raise ValueError(f"attempts counts the tries made so far, the failed one included: "
+                         f"expected an int >= 1, got {attempts!r}")
+
+
 def delay_ns(policy: RetryPolicy, attempts: int, key: str = "") -> int:
     """``delay`` in integer nanoseconds, computed as upstream's ``time.Duration`` arithmetic."""
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-        raise ValueError(f"attempts counts the tries made so far, the failed one included: expected >= 1, got {attempts!r}")
+    _check_attempts(attempts)
     base = round(policy.backoff * _NS)
     if base <= 0:
         return 0
@@ -444,7 +451,8 @@ def _facts(error: object) -> tuple[str, bool, str, bool]:
     if isinstance(error, BaseException):
         text = str(error) or type(error).__name__
         if isinstance(error, OrlojError):
-            return error.code, bool(getattr(error, "retryable", False)), error.message or text, isinstance(error, ToolError)
+            retryable = bool(getattr(error, "retryable", False))
+            return error.code, retryable, error.message or text, isinstance(error, ToolError)
         if isinstance(error, TimeoutError):
             return "timeout", True, text, False
         if isinstance(error, asyncio.CancelledError):
@@ -513,8 +521,7 @@ def decide(policy: RetryPolicy, attempts: int, error: BaseException | FailedTurn
     ``Failed`` for a non-retryable error at task level. ``key`` seeds the jitter: the message's
     idempotency key, the tool's name; unused at task level.
     """
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-        raise ValueError(f"attempts counts the tries made so far, the failed one included: expected >= 1, got {attempts!r}")
+    _check_attempts(attempts)
     c = classify(error, policy.non_retryable)
     common = dict(code=c.code, reason=c.reason, retryable=c.retryable, attempts=attempts,
                   max_attempts=policy.max_attempts, error=c.message)
@@ -525,6 +532,7 @@ def decide(policy: RetryPolicy, attempts: int, error: BaseException | FailedTurn
 
 
 __all__ = [
-    "Classification", "FailedTurn", "GOVERNANCE_CODES", "INVALID_CODES", "JITTER_MODES", "MESSAGE_MAX_BACKOFF_S", "NEVER_RETRY_CODES", "Outcome",
-    "RetryPolicy", "TOOL_MAX_BACKOFF_S", "classify", "decide", "delay", "delay_ns", "go_duration", "jitter_unit",
+    "GOVERNANCE_CODES", "INVALID_CODES", "JITTER_MODES", "MESSAGE_MAX_BACKOFF_S", "NEVER_RETRY_CODES",
+    "TOOL_MAX_BACKOFF_S", "Classification", "FailedTurn", "Outcome", "RetryPolicy",
+    "classify", "decide", "delay", "delay_ns", "go_duration", "jitter_unit",
 ]
