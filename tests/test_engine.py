@@ -178,3 +178,70 @@ async def test_announcement_agent_owns_generated_role_and_policy_until_deleted()
     finally:
         controller.stop()
         await loop
+
+
+class FlakyRuntime(LocalAgentRuntime):
+    """Fails the first ``failures`` turns of every agent with the given error code."""
+
+    def __init__(self, failures: int, code: str = "model_http_503", retryable: bool = True):
+        super().__init__()
+        self.failures, self.code, self.retryable, self.calls = failures, code, retryable, 0
+
+    async def run_turn(self, request):
+        self.calls += 1
+        result = await super().run_turn(request)
+        if self.calls <= self.failures:
+            result.error_code, result.error, result.retryable = self.code, f"boom {self.calls}", self.retryable
+        return result
+
+
+async def _run_with(store, runtime, name="bp-pipeline-task") -> dict:
+    controller = Controller(store, runtime, worker="test-worker")
+    loop = asyncio.create_task(controller.run())
+    try:
+        async with asyncio.timeout(15):
+            while (task := await store.get("Task", "default", name))["status"].get("phase") not in (
+                    "Succeeded", "Failed", "DeadLetter"):
+                await asyncio.sleep(0.02)
+        return task
+    finally:
+        controller.stop()
+        await loop
+
+
+async def _pipeline_with_retry(max_attempts: int) -> MemoryStore:
+    store = MemoryStore()
+    await load(store, "pipeline")
+    task = await store.get("Task", "default", "bp-pipeline-task")
+    task["spec"]["message_retry"] = {"max_attempts": max_attempts, "backoff": "10ms", "max_backoff": "50ms",
+                                     "jitter": "none"}
+    await store.update(task, "*")
+    return store
+
+
+async def test_retryable_turn_failures_are_retried_per_message_retry_policy():
+    store = await _pipeline_with_retry(3)
+    task = await _run_with(store, FlakyRuntime(failures=2))
+    status = task["status"]
+    assert status["phase"] == "Succeeded", status.get("lastError")
+    first = status["messages"][0]
+    assert first["attempts"] == 3 and first["max_attempts"] == 3
+    assert sum(r["type"] == "agent_message_retry_scheduled" for r in status["trace"]) == 2
+
+
+async def test_exhausted_retries_dead_letter_the_message_and_the_task():
+    store = await _pipeline_with_retry(2)
+    task = await _run_with(store, FlakyRuntime(failures=99))
+    status = task["status"]
+    assert status["phase"] == "DeadLetter"
+    assert "dead-lettered after 2 attempts: boom 2" in status["lastError"]
+    assert status["messages"][0]["phase"] == "DeadLetter"
+    assert status["history"][-1]["type"] == "deadletter"
+
+
+async def test_non_retryable_failures_fail_at_once():
+    store = await _pipeline_with_retry(5)
+    task = await _run_with(store, FlakyRuntime(failures=99, code="tool_permission_denied", retryable=True))
+    status = task["status"]
+    assert status["phase"] == "Failed" and status["errorCode"] == "tool_permission_denied"
+    assert status["messages"][0]["attempts"] == 1

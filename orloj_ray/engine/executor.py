@@ -19,10 +19,12 @@ import time
 from dataclasses import dataclass, field
 
 from orloj_ray.engine.claims import LEASE_S, LeaseLost
+from orloj_ray.engine.retry import RetryPolicy, decide
 from orloj_ray.engine.resolve import ResolvedTask, TaskInvalid, resolve_task
 from orloj_ray.engine.runtime import AgentRuntime
 from orloj_ray.engine.status import TaskRecorder, TaskStopped
 from orloj_ray.engine.turn import TurnRequest, TurnResult
+from orloj_ray.errors import Unavailable
 
 log = logging.getLogger("orloj_ray.executor")
 UNFINISHED = ("Queued", "Running", "RetryPending")
@@ -59,10 +61,11 @@ class _JoinState:
 
 
 class TaskFailed(Exception):
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, *, phase: str = "Failed"):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.phase = phase
 
 
 class TaskExecutor:
@@ -142,7 +145,7 @@ class TaskExecutor:
         if stop is not None:
             raise stop
         if failure is not None:
-            await self.recorder.fail(failure.code, failure.message)
+            await self.recorder.fail(failure.code, failure.message, phase=failure.phase)
             return
         await self.recorder.succeed(int((time.monotonic() - started) * 1000))
 
@@ -223,21 +226,30 @@ class TaskExecutor:
                    for e in inbox if e.from_agent != "system"],
             key=f"{self.task_id}/a{self.attempt:03d}/{node}/{env.branch_id}",
         )
-        for redelivery in range(REDELIVERIES + 1):
-            await self.recorder.message_running(env)
+        policy = RetryPolicy.for_messages(self.spec)
+        attempts = redeliveries = 0
+        while True:
+            attempts += 1
+            await self.recorder.message_running(env, max_attempts=policy.max_attempts)
             try:
                 result = await self.runtime.run_turn(request)
-                break
+                if result.ok:
+                    return result
+                error = result
             except Exception as exc:  # the runtime broke: actor died or restarting, placement failed
-                code = getattr(exc, "code", "agent_runtime_error")
-                if getattr(exc, "retryable", False) and redelivery < REDELIVERIES:
-                    delay = min(REDELIVERY_BASE_S * 2**redelivery, 10.0)
+                if isinstance(exc, Unavailable) and redeliveries < REDELIVERIES:
+                    redeliveries += 1  # not the agent's fault: redeliver without spending an attempt
+                    attempts -= 1
+                    delay = min(REDELIVERY_BASE_S * 2 ** (redeliveries - 1), 10.0)
                     await self.recorder.message_retry(env, f"{type(exc).__name__}: {exc}", delay)
                     await asyncio.sleep(delay)
                     continue
-                await self.recorder.message_failed(env, f"{type(exc).__name__}: {exc}")
-                raise TaskFailed(code, f'agent "{node}" could not run: {exc}') from exc
-        if not result.ok:
-            await self.recorder.turn_failed(env, result)
-            raise TaskFailed(result.error_code, result.error)
-        return result
+                error = exc
+            outcome = decide(policy, attempts, error, key=env.message_id)
+            if not outcome.final:
+                await self.recorder.message_retry(env, outcome.error, outcome.delay_s)
+                await asyncio.sleep(outcome.delay_s)
+                continue
+            await self.recorder.turn_failed(env, error if isinstance(error, TurnResult) else None, outcome.error)
+            message = f"message {env.message_id} dead-lettered after {attempts} attempts: {outcome.error}"
+            raise TaskFailed(outcome.code, message, phase="DeadLetter" if outcome.retryable else "Failed")

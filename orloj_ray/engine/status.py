@@ -118,10 +118,10 @@ class TaskRecorder:
     async def message_queued(self, env: Envelope) -> None:
         await self._write(lambda s: self._message(s, env))
 
-    async def message_running(self, env: Envelope) -> None:
+    async def message_running(self, env: Envelope, *, max_attempts: int = 1) -> None:
         def change(status: dict) -> None:
             record = next((m for m in status.get("messages") or [] if m.get("message_id") == env.message_id), None)
-            self._message(status, env, phase="Running", worker=self.worker,
+            self._message(status, env, phase="Running", worker=self.worker, max_attempts=max_attempts,
                           attempts=(record or {}).get("attempts", 0) + 1)
             self._trace(status, "agent_start", agent=env.to_agent, message=f"from={env.from_agent} branch={env.branch_id}")
 
@@ -142,10 +142,6 @@ class TaskRecorder:
                         message=f"redelivery of {env.message_id} in {delay_s:g}s: {error}")
 
         await self._write(change)
-
-    async def message_failed(self, env: Envelope, error: str) -> None:
-        await self._write(lambda s: self._message(s, env, phase="DeadLetter", last_error=error,
-                                                  processed_at=now_rfc3339_nano()))
 
     async def join_wait(self, env: Envelope, node: str, required: int, received: int) -> None:
         def change(status: dict) -> None:
@@ -210,13 +206,14 @@ class TaskRecorder:
 
         await self._write(change)
 
-    async def turn_failed(self, env: Envelope, result: TurnResult) -> None:
+    async def turn_failed(self, env: Envelope, result: TurnResult | None, error: str) -> None:
+        """The message is dead: record what the last attempt did and why it failed."""
         def change(status: dict) -> None:
-            for row in result.trace:
+            for row in (result.trace if result else []):
                 self._trace(status, row["type"], **{k: v for k, v in row.items() if k not in ("type", "timestamp")})
-            self._trace(status, "agent_error", agent=result.agent, error_code=result.error_code,
-                        message=result.error, latency_ms=result.duration_ms)
-            self._message(status, env, phase="DeadLetter", last_error=result.error, processed_at=now_rfc3339_nano())
+            self._trace(status, "agent_message_deadletter", agent=env.to_agent,
+                        error_code=result.error_code if result else "", message=error)
+            self._message(status, env, phase="DeadLetter", last_error=error, processed_at=now_rfc3339_nano())
 
         await self._write(change)
 
@@ -233,16 +230,18 @@ class TaskRecorder:
         await self._write(change)
         await self._event("succeeded", "Succeeded")
 
-    async def fail(self, code: str, message: str) -> None:
+    async def fail(self, code: str, message: str, *, phase: str = "Failed") -> None:
+        kind = phase.lower()
+
         def change(status: dict) -> None:
             status["lastError"] = message
             status["errorCode"] = code
-            self._trace(status, "task_failed", error_code=code, message=message)
-            self._history(status, "failed", message)
-            _finish(status, "Failed")
+            self._trace(status, f"task_{kind}", error_code=code, message=message)
+            self._history(status, kind, message)
+            _finish(status, phase)
 
         await self._write(change)
-        await self._event("failed", "Failed", message)
+        await self._event(kind, phase, message)
 
 
 def _finish(status: dict, phase: str) -> None:
