@@ -78,6 +78,10 @@ class DurableLog(Protocol):
     A consumer is identified by name; it is created on first use with the subject filter
     given then and, like a JetStream durable, outlives the caller (it is deleted only with the
     log's data). Pass the same filter for the same consumer every time.
+
+    A new consumer starts at the oldest message the log still holds. JetStream holds every
+    message for ``max_age``; ``MemoryLog`` drops a message once all consumers existing then
+    have acked it. So create consumers (``pending_count`` does) before appending to them.
     """
 
     prefix: str
