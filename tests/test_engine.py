@@ -7,7 +7,6 @@ import asyncio
 from pathlib import Path
 
 import pytest
-import yaml
 
 from orloj_ray.engine.controller import Controller
 from orloj_ray.engine.runtime import LocalAgentRuntime
