@@ -20,6 +20,7 @@ from actors import RAY_NAMESPACE, SUPERVISOR_ACTOR, agent_actor_name
 from actors.agent_actor import agent_actor
 from actors.store_host import RemoteStore
 from orloj_ray.engine.controller import Controller
+from orloj_ray.engine.runtime import LocalAgentRuntime, resolve_mode
 from orloj_ray.engine.turn import TurnRequest, TurnResult
 from orloj_ray.errors import Unavailable
 
@@ -63,17 +64,22 @@ class RayAgentRuntime:
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1000)
 class Supervisor:
-    def __init__(self, max_concurrent_tasks: int = 256):
-        runtime = RayAgentRuntime()
+    def __init__(self, mode: str = "message-driven", max_concurrent_tasks: int = 256):
+        self.mode = resolve_mode(mode)
+        ray_runtime = RayAgentRuntime()
+        sequential = self.mode == "sequential"
         # same identity across restarts, new incarnation: a restarted supervisor takes over
         # its predecessor's leases at once (orloj_ray.engine.claims)
         worker = f"{SUPERVISOR_ACTOR}#{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.controller = Controller(RemoteStore(), runtime, worker=worker, probe=runtime.probe,
-                                     max_concurrent_tasks=max_concurrent_tasks)
+        self.controller = Controller(
+            RemoteStore(), LocalAgentRuntime() if sequential else ray_runtime, worker=worker,
+            probe=ray_runtime.probe, max_concurrent_tasks=max_concurrent_tasks,
+            max_parallel_turns=1 if sequential else None,
+        )
         self._loop = asyncio.get_running_loop().create_task(self.controller.run())
 
     async def info(self) -> dict:
-        return {"worker": self.controller.worker, "running_tasks": len(self.controller.running),
+        return {"worker": self.controller.worker, "mode": self.mode, "running_tasks": len(self.controller.running),
                 "alive": not self._loop.done()}
 
     async def stop(self) -> None:
@@ -81,9 +87,9 @@ class Supervisor:
         await asyncio.wait_for(self._loop, timeout=10)
 
 
-def start_supervisor() -> ray.actor.ActorHandle:
+def start_supervisor(mode: str = "message-driven") -> ray.actor.ActorHandle:
     handle = Supervisor.options(
         name=SUPERVISOR_ACTOR, namespace=RAY_NAMESPACE, get_if_exists=True, lifetime="detached",
-    ).remote()
+    ).remote(mode)
     ray.get(handle.info.remote())
     return handle

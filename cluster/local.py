@@ -25,7 +25,7 @@ def deploy(*, host: str = "127.0.0.1", port: int = 8080, cluster: dict | None = 
            healthz_timeout_s: float = 60.0) -> str:
     """Deploy everything and wait until ``/healthz`` answers; returns the API URL."""
     start_store_host()
-    start_supervisor()
+    start_supervisor((cluster or {}).get("mode", "message-driven"))
     deploy_api(cluster or {}, host=host, port=port)
     url = f"http://{host}:{port}"
     deadline = time.monotonic() + healthz_timeout_s

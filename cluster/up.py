@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 from cluster.ray_env import apply_local_env
+from orloj_ray.engine.runtime import resolve_mode
 
 
 def _existing_local_cluster() -> str | None:
@@ -38,6 +39,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--state-file", default=None)
     p.add_argument("--dashboard-port", type=int, default=8265)
     p.add_argument("--no-dashboard", action="store_true")
+    p.add_argument("--mode", default=None, help="message-driven (default) or sequential; env ORLOJ_MODE")
     return p.parse_args(argv)
 
 
@@ -50,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from cluster.local import deploy, undeploy
 
+    try:
+        mode = resolve_mode(args.mode)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     started_ray = args.address is None
     if started_ray:
         existing = _existing_local_cluster()
@@ -68,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = {
         "ray_address": info.address_info.get("gcs_address", ""),
         "dashboard_url": f"http://{dashboard}" if dashboard and not dashboard.startswith("http") else dashboard,
-        "store": "memory", "log": "memory", "mode": "message-driven",
+        "store": "memory", "log": "memory", "mode": mode,
     }
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,5 +1,6 @@
 """`orloj up` as a user runs it: its own Ray head with the dashboard, then `orloj init`, apply
---run, `ray job submit` against it, and `orloj down` stopping only what it started.
+--run, `ray job submit` against it, and `orloj down` stopping only what it started. It runs in
+sequential mode (the rest of the suite covers message-driven on the shared cluster).
 
 Named to run first: `orloj up` refuses to start a second Ray head on the machine, so this
 module must finish before the suite's shared cluster starts.
@@ -37,7 +38,7 @@ def up(tmp_path_factory):
     port = _free_port()
     env = {**os.environ, "ORLOJ_HOME": str(home), "ORLOJ_SERVER": f"http://127.0.0.1:{port}",
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    res = subprocess.run([str(BIN / "orloj"), "up", "--detach", "--port", str(port)], env=env, capture_output=True,
+    res = subprocess.run([str(BIN / "orloj"), "up", "--detach", "--port", str(port), "--mode", "sequential"], env=env, capture_output=True,
                          text=True, timeout=180)
     assert res.returncode == 0, res.stdout + res.stderr
     state = json.loads((home / "up.json").read_text())
@@ -56,6 +57,7 @@ def test_status_names_the_cluster_and_dashboard(up):
     assert res.returncode == 0, res.stderr
     assert state["started_ray"] is True and state["dashboard_url"].startswith("http://127.0.0.1:")
     assert state["ray_address"] in res.stdout and state["dashboard_url"] in res.stdout
+    assert "sequential" in res.stdout
 
 
 def test_second_up_says_what_is_in_use_and_how_to_proceed(up, tmp_path):
@@ -78,6 +80,8 @@ def test_init_then_apply_run_succeeds(up, tmp_path):
     assert res.returncode == 0, res.stderr
     res = orloj(env, "wait", "task/demo-task", "--for", "condition=Complete", "--timeout", "90s", cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
+    agents = json.loads(orloj(env, "get", "agents", "-o", "json").stdout)["items"]
+    assert agents and all(a["status"].get("actor") == "idle" for a in agents)  # sequential: no agent actors
 
 
 def test_ray_job_submit_imports_the_packages_from_the_working_dir(up):

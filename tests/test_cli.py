@@ -268,7 +268,7 @@ FAKE_CLUSTER_UP = textwrap.dedent('''
 
     p = argparse.ArgumentParser()
     p.add_argument("--host"); p.add_argument("--port", type=int); p.add_argument("--state-file")
-    p.add_argument("--address")
+    p.add_argument("--address"); p.add_argument("--mode")
     a = p.parse_args()
     if os.environ.get("FAKE_UP_FAIL"):
         print("ray failed to start: boom", flush=True)

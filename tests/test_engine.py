@@ -244,3 +244,34 @@ async def test_non_retryable_failures_fail_at_once():
     status = task["status"]
     assert status["phase"] == "Failed" and status["errorCode"] == "tool_permission_denied"
     assert status["messages"][0]["attempts"] == 1
+
+
+async def test_sequential_and_parallel_modes_produce_the_same_steps_and_output():
+    runs = {}
+    for parallel in (None, 1):
+        store = MemoryStore()
+        await load(store, "hierarchical")
+        controller = Controller(store, LocalAgentRuntime(), worker="w", max_parallel_turns=parallel)
+        loop = asyncio.create_task(controller.run())
+        try:
+            async with asyncio.timeout(10):
+                while (task := await store.get("Task", "default", "bp-hierarchical-task"))["status"].get(
+                        "phase") != "Succeeded":
+                    await asyncio.sleep(0.02)
+        finally:
+            controller.stop()
+            await loop
+        runs[parallel] = task["status"]
+    steps = {k: sorted((r["agent"], r["output"]) for r in v["trace"] if r["type"] == "agent_end")
+             for k, v in runs.items()}
+    assert steps[None] == steps[1]
+    assert runs[None]["output"]["final_output"] == runs[1]["output"]["final_output"]
+
+
+def test_mode_is_validated():
+    from orloj_ray.engine.runtime import resolve_mode
+
+    assert resolve_mode(None) in ("message-driven", "sequential")
+    assert resolve_mode("Sequential") == "sequential"
+    with pytest.raises(ValueError, match="expected message-driven or sequential"):
+        resolve_mode("turbo")

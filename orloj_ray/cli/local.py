@@ -90,8 +90,17 @@ def up(
     address: Annotated[Optional[str], typer.Option("--address", help="Join this Ray cluster (default: start a local one).")] = None,
     port: Annotated[int, typer.Option("--port", help="API port.")] = 8080,
     host: Annotated[str, typer.Option("--host", help="API bind address.")] = "127.0.0.1",
+    mode: Annotated[Optional[str], typer.Option(
+        "--mode", help="message-driven (default: each agent on its own actor) or sequential (env ORLOJ_MODE).",
+    )] = None,
 ) -> None:
     """Start orloj-ray locally: Ray, the control plane and the REST API."""
+    from orloj_ray.engine.runtime import resolve_mode
+
+    try:
+        mode = resolve_mode(mode)
+    except ValueError as exc:
+        fail(str(exc), 2)
     sdir = state_dir()
     sdir.mkdir(parents=True, exist_ok=True)
     state = read_state()
@@ -103,7 +112,7 @@ def up(
     if port_in_use(host, port):
         fail(f"port {port} is in use (is orloj already running? try 'orloj status' or 'orloj down', or pass --port)")
     cmd = [sys.executable, "-m", "cluster.up", "--host", host, "--port", str(port),
-           "--state-file", str(state_file())]
+           "--state-file", str(state_file()), "--mode", mode]
     if address:
         cmd += ["--address", address]
     if detach:

@@ -35,7 +35,7 @@ async def list_all(store, kind: str, namespace: str | None = None) -> list[dict]
 class Controller:
     def __init__(self, store, runtime: AgentRuntime, *, worker: str, probe: AgentProbe | None = None,
                  max_concurrent_tasks: int = 256, resync_s: float = 30.0, lease_scan_s: float = 5.0,
-                 lease_s: float = LEASE_S):
+                 lease_s: float = LEASE_S, max_parallel_turns: int | None = None):
         self.store = store
         self.runtime = runtime
         self.worker = worker
@@ -44,6 +44,7 @@ class Controller:
         self.resync_s = resync_s
         self.lease_scan_s = lease_scan_s
         self.lease_s = lease_s
+        self.max_parallel_turns = max_parallel_turns
         self.running: dict[str, asyncio.Task] = {}
         self._stop = asyncio.Event()
         self._cursor = 0
@@ -109,7 +110,8 @@ class Controller:
         return claimed
 
     async def _run_task(self, task: dict) -> None:
-        executor = TaskExecutor(self.store, self.runtime, task, worker=self.worker, lease_s=self.lease_s)
+        executor = TaskExecutor(self.store, self.runtime, task, worker=self.worker, lease_s=self.lease_s,
+                                max_parallel_turns=self.max_parallel_turns)
         try:
             await executor.run()
         except Exception:

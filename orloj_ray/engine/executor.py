@@ -71,7 +71,8 @@ class TaskFailed(Exception):
 class TaskExecutor:
     """Executes (or resumes) one task attempt. Create one per run; not reusable."""
 
-    def __init__(self, store, runtime: AgentRuntime, task: dict, *, worker: str, lease_s: float = LEASE_S):
+    def __init__(self, store, runtime: AgentRuntime, task: dict, *, worker: str, lease_s: float = LEASE_S,
+                 max_parallel_turns: int | None = None):
         self.store = store
         self.runtime = runtime
         self.task = task
@@ -84,6 +85,7 @@ class TaskExecutor:
         self.resolved: ResolvedTask | None = None
         self._joins: dict[str, _JoinState] = {}
         self._branch_turns: dict[str, int] = {}
+        self._turn_slots = asyncio.Semaphore(max_parallel_turns) if max_parallel_turns else None
 
     @property
     def task_id(self) -> str:
@@ -187,7 +189,9 @@ class TaskExecutor:
                     return
                 state.activated_by = env.message_id
                 await self.recorder.join_activated(env, node, join.mode, state.required, state.sources)
-            inbox = list(state.sources)
+            # declaration order of the upstream agents, not arrival order: same input in every mode
+            rank = {a: i for i, a in enumerate(graph.predecessors[node])}
+            inbox = sorted(state.sources, key=lambda e: (rank.get(e.from_agent, len(rank)), e.branch_id))
 
         max_turns = int(self.spec.get("max_turns") or 0)
         turns = self._branch_turns.get(env.branch_id, 0) + 1
@@ -232,7 +236,11 @@ class TaskExecutor:
             attempts += 1
             await self.recorder.message_running(env, max_attempts=policy.max_attempts)
             try:
-                result = await self.runtime.run_turn(request)
+                if self._turn_slots is None:
+                    result = await self.runtime.run_turn(request)
+                else:
+                    async with self._turn_slots:
+                        result = await self.runtime.run_turn(request)
                 if result.ok:
                     return result
                 error = result
