@@ -85,8 +85,9 @@ class Controller:
     async def claim_due(self, events=None) -> int:
         """Claim every due task (all of them when ``events`` is None, else those events name)."""
         if events is not None:
-            names = {(e.namespace, e.name) for e in events
-                     if e.kind == "Task" and e.type in ("resource.created", "resource.updated", "resource.status")}
+            names = {(e.namespace, e.name) for e in events  # our own writes never make a task due
+                     if e.kind == "Task" and e.source != "task-controller"
+                     and e.type in ("resource.created", "resource.updated", "resource.status")}
             tasks = []
             for ns, name in names:
                 try:

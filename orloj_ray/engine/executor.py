@@ -229,6 +229,7 @@ class TaskExecutor:
             inbox=[{"from": e.from_agent, "content": e.content, "message_id": e.message_id}
                    for e in inbox if e.from_agent != "system"],
             key=f"{self.task_id}/a{self.attempt:03d}/{node}/{env.branch_id}",
+            requirements=dict(self.spec.get("requirements") or {}),
         )
         policy = RetryPolicy.for_messages(self.spec)
         attempts = redeliveries = 0

@@ -34,6 +34,8 @@ class TurnRequest:
     """Handoffs that started this turn: ``{"from", "content", "message_id"}``."""
     key: str = ""
     """Idempotency key of the step (task/attempt/node/branch)."""
+    requirements: dict = field(default_factory=dict)
+    """The task's ``spec.requirements`` (region, gpu, model): where the agent's actor may run."""
 
     @property
     def agent_name(self) -> str:
