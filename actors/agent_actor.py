@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ray
 
-from actors import RAY_NAMESPACE, agent_actor_name
+from actors import RAY_NAMESPACE
+from actors.placement import placed_actor_name
 from orloj_ray.engine.turn import TurnRequest, TurnResult, run_turn
 from orloj_ray.gateway import default_gateway
 from orloj_ray.tools import HttpToolRunner
@@ -30,11 +31,19 @@ class AgentActor:
         return await run_turn(request, self._gateway, self._tools)
 
     async def ping(self) -> dict:
-        return {"agent": self.agent, "namespace": self.namespace, "turns": self.turns}
+        return {"agent": self.agent, "namespace": self.namespace, "turns": self.turns,
+                "node_id": ray.get_runtime_context().get_node_id()}
 
 
-def agent_actor(namespace: str, agent: str) -> ray.actor.ActorHandle:
-    """The agent's actor, created on first use (``get_if_exists``), detached so tasks share it."""
+def agent_actor(namespace: str, agent: str, placement: str = "", options: dict | None = None) -> ray.actor.ActorHandle:
+    """The agent's actor for one placement class, created on first use (``get_if_exists``),
+    detached so tasks share it.
+
+    ``placement`` is the placement class (``orloj_ray.engine.placement.placement_class``) that
+    names the actor; ``options`` are Ray actor options from ``actors.placement.actor_options``
+    (a ``label_selector``), used only when the actor is created.
+    """
     return AgentActor.options(
-        name=agent_actor_name(namespace, agent), namespace=RAY_NAMESPACE, get_if_exists=True, lifetime="detached",
+        name=placed_actor_name(namespace, agent, placement), namespace=RAY_NAMESPACE, get_if_exists=True,
+        lifetime="detached", **(options or {}),
     ).remote(namespace, agent)

@@ -12,51 +12,126 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from actors import RAY_NAMESPACE, SUPERVISOR_ACTOR, agent_actor_name
+from actors import RAY_NAMESPACE, SUPERVISOR_ACTOR, agent_actor_name, placement
 from actors.agent_actor import agent_actor
+from actors.placement import placed_actor_name
 from actors.store_host import RemoteStore
+from actors.workers import HEARTBEAT_S as WORKER_HEARTBEAT_S, sync_workers
 from orloj_ray.engine.controller import Controller
+from orloj_ray.engine.placement import NodeInfo, Requirements, feasible, placement_class
 from orloj_ray.engine.runtime import LocalAgentRuntime, resolve_mode
 from orloj_ray.engine.turn import TurnRequest, TurnResult
-from orloj_ray.errors import Unavailable
+from orloj_ray.errors import OrlojError, Unavailable
 
 log = logging.getLogger("orloj_ray.supervisor")
 
 
 class RayAgentRuntime:
-    """AgentRuntime that rings the agent's actor; Ray-level retries stay off (one delivery path)."""
+    """AgentRuntime that rings the agent's actor; Ray-level retries stay off (one delivery path).
 
-    def __init__(self):
-        self._handles: dict[tuple[str, str], ray.actor.ActorHandle] = {}
+    Actors are keyed by (namespace, agent, placement class): the task's ``spec.requirements``
+    merged with the agent's decide where the actor may run (``actors/placement.py``). Before a
+    placed actor is created its requirements are checked against the live nodes, because Ray
+    would leave an unplaceable actor pending forever: a requirement no node meets fails the
+    turn at once with the non-retryable ``placement_infeasible`` and the reason. A new actor
+    must then answer a ping within ``placement_timeout_s``; if it does not, it is killed (so the
+    next try places it afresh) and the turn is redelivered (``placement_timeout``, retryable).
+    """
 
-    def handle(self, namespace: str, agent: str) -> ray.actor.ActorHandle:
-        key = (namespace, agent)
-        if key not in self._handles:
-            self._handles[key] = agent_actor(namespace, agent)
-        return self._handles[key]
+    PLACEMENT_TIMEOUT_S = 30.0
+    """Default for ``placement_timeout_s``; the environment variable ``ORLOJ_PLACEMENT_TIMEOUT_S`` overrides it."""
+
+    def __init__(self, *, placement_timeout_s: float | None = None,
+                 list_nodes: Callable[[], list[NodeInfo]] | None = None):
+        self.placement_timeout_s = placement_timeout_s if placement_timeout_s is not None else float(
+            os.environ.get("ORLOJ_PLACEMENT_TIMEOUT_S", self.PLACEMENT_TIMEOUT_S))
+        self._list_nodes = list_nodes or placement.nodes
+        self._handles: dict[tuple[str, str, str], ray.actor.ActorHandle] = {}
+        self._starting: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._node_of: dict[tuple[str, str, str], str] = {}
+        self._inflight: dict[tuple[str, str, str], int] = {}
+
+    async def _check_feasible(self, namespace: str, agent: str, req: Requirements) -> list[NodeInfo]:
+        live = await asyncio.to_thread(self._list_nodes)
+        ok, reason = feasible(req, live)
+        if not ok:
+            raise OrlojError(f"agent {namespace}/{agent} cannot be placed (requirements {req.describe()}): {reason}",
+                             code="placement_infeasible")
+        return live
+
+    async def handle(self, namespace: str, agent: str, req: Requirements | None = None) -> ray.actor.ActorHandle:
+        """The actor of (namespace, agent, placement class of ``req``), created and placed on first use."""
+        req = req or Requirements()
+        key = (namespace, agent, placement_class(req))
+        if key in self._handles:
+            return self._handles[key]
+        async with self._starting.setdefault(key, asyncio.Lock()):
+            if key in self._handles:
+                return self._handles[key]
+            options = {}
+            if key[2]:
+                options = placement.actor_options(req, await self._check_feasible(namespace, agent, req))
+            handle = agent_actor(namespace, agent, key[2], options)
+            try:
+                info = await asyncio.wait_for(handle.ping.remote(), timeout=self.placement_timeout_s)
+            except asyncio.TimeoutError:
+                ray.kill(handle, no_restart=True)
+                if key[2]:
+                    await self._check_feasible(namespace, agent, req)
+                raise Unavailable(f"agent actor {placed_actor_name(*key)} was not placed within "
+                                  f"{self.placement_timeout_s:g}s (requirements {req.describe()})",
+                                  code="placement_timeout") from None
+            except RayActorError as exc:
+                raise Unavailable(f"agent actor {placed_actor_name(*key)} is unavailable: "
+                                  f"{type(exc).__name__}") from None
+            self._node_of[key] = info.get("node_id", "")
+            self._handles[key] = handle
+            return handle
+
+    def _forget(self, key: tuple[str, str, str]) -> None:
+        self._handles.pop(key, None)
+        self._node_of.pop(key, None)
 
     async def run_turn(self, request: TurnRequest) -> TurnResult:
-        handle = self.handle(request.namespace, request.agent_name)
+        req = Requirements.for_agent(request.requirements, request.agent)
+        key = (request.namespace, request.agent_name, placement_class(req))
+        handle = await self.handle(request.namespace, request.agent_name, req)
+        self._inflight[key] = self._inflight.get(key, 0) + 1
         try:
             return await handle.run_turn.remote(request)
         except RayTaskError as exc:
             raise exc.cause if isinstance(exc.cause, Exception) else exc from None
         except RayActorError as exc:  # died or restarting: the executor redelivers the turn
-            self._handles.pop((request.namespace, request.agent_name), None)
+            self._forget(key)  # the next try checks placement again
             raise Unavailable(f"agent actor {request.namespace}/{request.agent_name} is unavailable: "
                               f"{type(exc).__name__}") from None
+        finally:
+            self._inflight[key] -= 1
+
+    def current_tasks(self) -> dict[str, int]:
+        """Turns in flight per Ray node id (where each actor answered its first ping)."""
+        counts: dict[str, int] = {}
+        for key, count in self._inflight.items():
+            node = self._node_of.get(key)
+            if node and count:
+                counts[node] = counts.get(node, 0) + count
+        return counts
 
     async def probe(self, namespace: str, agent: str) -> str:
+        """``running`` if one of the agent's actors answers, ``idle`` if it has none."""
+        handles = [h for (ns, name, _), h in self._handles.items() if (ns, name) == (namespace, agent)]
+        if not handles:
+            try:
+                handles = [ray.get_actor(agent_actor_name(namespace, agent), namespace=RAY_NAMESPACE)]
+            except ValueError:
+                return "idle"
         try:
-            handle = ray.get_actor(agent_actor_name(namespace, agent), namespace=RAY_NAMESPACE)
-        except ValueError:
-            return "idle"
-        try:
-            await asyncio.wait_for(handle.ping.remote(), timeout=5.0)
+            await asyncio.wait_for(handles[0].ping.remote(), timeout=5.0)
             return "running"
         except (asyncio.TimeoutError, RayActorError) as exc:
             return f"unreachable: {type(exc).__name__}"
@@ -76,13 +151,25 @@ class Supervisor:
             probe=ray_runtime.probe, max_concurrent_tasks=max_concurrent_tasks,
             max_parallel_turns=1 if sequential else None,
         )
-        self._loop = asyncio.get_running_loop().create_task(self.controller.run())
+        loop = asyncio.get_running_loop()
+        self._loop = loop.create_task(self.controller.run())
+        self._workers = loop.create_task(self._mirror_workers(ray_runtime))
+
+    async def _mirror_workers(self, runtime: RayAgentRuntime) -> None:
+        """Keep one Worker resource per Ray node (region, GPUs, models, load), every heartbeat."""
+        while not self._loop.done():
+            try:
+                await sync_workers(self.controller.store, runtime)
+            except Exception:
+                log.warning("mirroring Ray nodes into Workers failed", exc_info=True)
+            await asyncio.sleep(WORKER_HEARTBEAT_S)
 
     async def info(self) -> dict:
         return {"worker": self.controller.worker, "mode": self.mode, "running_tasks": len(self.controller.running),
                 "alive": not self._loop.done()}
 
     async def stop(self) -> None:
+        self._workers.cancel()
         self.controller.stop()
         await asyncio.wait_for(self._loop, timeout=10)
 

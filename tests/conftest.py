@@ -43,6 +43,7 @@ def ray_cluster(tmp_path_factory):
 @pytest.fixture(scope="session")
 def orloj_api(ray_cluster):
     """URL of the orloj-ray API served by Ray Serve on the shared cluster."""
+    import ray
     from ray import serve
 
     from cluster.local import deploy, undeploy
@@ -52,8 +53,9 @@ def orloj_api(ray_cluster):
                  cluster={"ray_address": ray_cluster.address_info.get("gcs_address", ""), "store": "memory",
                           "log": "memory", "mode": "message-driven"})
     yield url
-    undeploy()
-    serve.shutdown()
+    if ray.is_initialized():  # a multi-node module may have shut the shared cluster down already
+        undeploy()
+        serve.shutdown()
 
 
 @pytest.fixture

@@ -177,3 +177,16 @@ def test_agent_actor_killed_mid_turn_is_redelivered_and_the_task_succeeds(orloj_
     assert any(r["type"] == "agent_message_retry_scheduled" for r in status["trace"])
     (message,) = status["messages"]
     assert message["phase"] == "Succeeded" and message["attempts"] >= 2
+
+
+def test_ray_nodes_are_mirrored_as_ready_workers(orloj_api):
+    with httpx.Client(base_url=orloj_api, timeout=10) as http:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            items = http.get("/v1/workers", params={"labelSelector": "orloj.dev/source=ray-node"}).json()["items"]
+            if items and items[0]["status"].get("phase") == "Ready":
+                break
+            time.sleep(0.5)
+    (worker,) = items
+    assert worker["spec"]["region"] == "default" and worker["status"]["phase"] == "Ready"
+    assert worker["status"]["lastHeartbeat"]

@@ -164,3 +164,11 @@ def test_error_in_the_announcement_names_file_document_and_field():
         load_text(broken, source="announcement.yaml")
     assert str(info.value) == ("announcement.yaml: document 1: spec.governance.maxTokensPerMinute: "
                                "expected an integer, got 'eight-thousand'")
+
+
+def test_agent_requirements_extension_round_trips():
+    doc = {"apiVersion": "orloj.dev/v1", "kind": "Agent", "metadata": {"name": "eu"},
+           "spec": {"model_ref": "m", "requirements": {"region": "eu-west", "gpu": True}}}
+    out = normalize(doc)
+    assert out["spec"]["requirements"] == {"region": "eu-west", "gpu": True}
+    assert "requirements" not in normalize({**doc, "spec": {"model_ref": "m"}})["spec"]

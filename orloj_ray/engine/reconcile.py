@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Awaitable, Callable
 
 from orloj_ray.engine.owned import sync_owned
+from orloj_ray.engine.placement import worker_liveness
 from orloj_ray.engine.resolve import resolve_endpoint
 from orloj_ray.errors import Conflict, NotFound
 from orloj_ray.graph import Graph, GraphError
@@ -17,7 +18,7 @@ SOURCE = "reconciler"
 AgentProbe = Callable[[str, str], Awaitable[str]]
 """``(namespace, agent) -> "running" | "idle" | "unreachable: <why>"``."""
 
-READY_KINDS = {"ModelEndpoint", "Tool", "Secret", "Memory", "Worker"}
+READY_KINDS = {"ModelEndpoint", "Tool", "Secret", "Memory"}
 
 
 async def _desired_agent(store, obj: dict, probe: AgentProbe | None) -> tuple[str, str, dict]:
@@ -62,6 +63,9 @@ async def desired_status(store, obj: dict, probe: AgentProbe | None = None) -> t
         return await _desired_system(store, obj)
     if kind in READY_KINDS:
         return "Ready", "", {}
+    if kind == "Worker":  # liveness from the heartbeat, as upstream's WorkerController
+        phase, error = worker_liveness(obj.get("status"))
+        return phase, error, {}
     return None  # tasks, approvals and governance kinds have their own lifecycles
 
 

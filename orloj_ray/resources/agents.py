@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from orloj_ray.resources.base import Bool, Int, Spec, Str, Wire, choice, invalid, quote, unique
 from orloj_ray.resources.durations import check_duration
 from orloj_ray.resources.envelope import Metadata, Resource
+from orloj_ray.resources.tasks import TaskRequirements
 
 MEMORY_OPERATIONS = ("read", "write", "search", "list", "ingest")
 
@@ -109,6 +110,9 @@ class AgentSpec(Spec):
     execution: AgentExecution = Field(default_factory=AgentExecution)
     limits: AgentLimits = Field(default_factory=AgentLimits)
     governance: Governance | None = None
+    requirements: TaskRequirements | None = None
+    """orloj-ray extension: where this agent's actor may run (region, gpu, model), merged with
+    the task's requirements (the agent's fields win)."""
 
     def normalize(self, meta: Metadata, status: dict[str, Any], now: datetime) -> None:
         self.model_ref = self.model_ref.strip()
