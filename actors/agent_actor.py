@@ -35,15 +35,18 @@ class AgentActor:
                 "node_id": ray.get_runtime_context().get_node_id()}
 
 
-def agent_actor(namespace: str, agent: str, placement: str = "", options: dict | None = None) -> ray.actor.ActorHandle:
-    """The agent's actor for one placement class, created on first use (``get_if_exists``),
+def agent_actor(namespace: str, agent: str, placement: str = "", options: dict | None = None,
+                replica: int = 0) -> ray.actor.ActorHandle:
+    """One actor of the agent for one placement class, created on first use (``get_if_exists``),
     detached so tasks share it.
 
     ``placement`` is the placement class (``orloj_ray.engine.placement.placement_class``) that
     names the actor; ``options`` are Ray actor options from ``actors.placement.actor_options``
-    (a ``label_selector``), used only when the actor is created.
+    (a ``label_selector``), used only when the actor is created. Replica ``i > 0`` of a scaled
+    agent is named with a ``#i`` suffix.
     """
+    name = placed_actor_name(namespace, agent, placement) + (f"#{replica}" if replica else "")
     return AgentActor.options(
-        name=placed_actor_name(namespace, agent, placement), namespace=RAY_NAMESPACE, get_if_exists=True,
+        name=name, namespace=RAY_NAMESPACE, get_if_exists=True,
         lifetime="detached", **(options or {}),
     ).remote(namespace, agent)

@@ -25,6 +25,7 @@ from actors.workers import HEARTBEAT_S as WORKER_HEARTBEAT_S, sync_workers
 from orloj_ray.engine.controller import Controller
 from orloj_ray.engine.placement import NodeInfo, Requirements, feasible, placement_class
 from orloj_ray.engine.runtime import LocalAgentRuntime, resolve_mode
+from orloj_ray.engine.scaling import Scaling
 from orloj_ray.engine.turn import TurnRequest, TurnResult
 from orloj_ray.errors import OrlojError, Unavailable
 
@@ -51,10 +52,12 @@ class RayAgentRuntime:
         self.placement_timeout_s = placement_timeout_s if placement_timeout_s is not None else float(
             os.environ.get("ORLOJ_PLACEMENT_TIMEOUT_S", self.PLACEMENT_TIMEOUT_S))
         self._list_nodes = list_nodes or placement.nodes
-        self._handles: dict[tuple[str, str, str], ray.actor.ActorHandle] = {}
-        self._starting: dict[tuple[str, str, str], asyncio.Lock] = {}
-        self._node_of: dict[tuple[str, str, str], str] = {}
-        self._inflight: dict[tuple[str, str, str], int] = {}
+        # keyed by (namespace, agent, placement class, replica)
+        self._handles: dict[tuple[str, str, str, int], ray.actor.ActorHandle] = {}
+        self._starting: dict[tuple[str, str, str, int], asyncio.Lock] = {}
+        self._node_of: dict[tuple[str, str, str, int], str] = {}
+        self._inflight: dict[tuple[str, str, str, int], int] = {}
+        self._replicas: dict[tuple[str, str, str], int] = {}
 
     async def _check_feasible(self, namespace: str, agent: str, req: Requirements) -> list[NodeInfo]:
         live = await asyncio.to_thread(self._list_nodes)
@@ -64,10 +67,11 @@ class RayAgentRuntime:
                              code="placement_infeasible")
         return live
 
-    async def handle(self, namespace: str, agent: str, req: Requirements | None = None) -> ray.actor.ActorHandle:
-        """The actor of (namespace, agent, placement class of ``req``), created and placed on first use."""
+    async def handle(self, namespace: str, agent: str, req: Requirements | None = None,
+                     replica: int = 0) -> ray.actor.ActorHandle:
+        """Replica ``replica`` of (namespace, agent, placement class of ``req``), created and placed on first use."""
         req = req or Requirements()
-        key = (namespace, agent, placement_class(req))
+        key = (namespace, agent, placement_class(req), replica)
         if key in self._handles:
             return self._handles[key]
         async with self._starting.setdefault(key, asyncio.Lock()):
@@ -76,32 +80,43 @@ class RayAgentRuntime:
             options = {}
             if key[2]:
                 options = placement.actor_options(req, await self._check_feasible(namespace, agent, req))
-            handle = agent_actor(namespace, agent, key[2], options)
+            handle = agent_actor(namespace, agent, key[2], options, replica)
             try:
                 info = await asyncio.wait_for(handle.ping.remote(), timeout=self.placement_timeout_s)
             except asyncio.TimeoutError:
                 ray.kill(handle, no_restart=True)
                 if key[2]:
                     await self._check_feasible(namespace, agent, req)
-                raise Unavailable(f"agent actor {placed_actor_name(*key)} was not placed within "
+                raise Unavailable(f"agent actor {placed_actor_name(*key[:3])} was not placed within "
                                   f"{self.placement_timeout_s:g}s (requirements {req.describe()})",
                                   code="placement_timeout") from None
             except RayActorError as exc:
-                raise Unavailable(f"agent actor {placed_actor_name(*key)} is unavailable: "
+                raise Unavailable(f"agent actor {placed_actor_name(*key[:3])} is unavailable: "
                                   f"{type(exc).__name__}") from None
             self._node_of[key] = info.get("node_id", "")
             self._handles[key] = handle
             return handle
 
-    def _forget(self, key: tuple[str, str, str]) -> None:
+    def _forget(self, key: tuple[str, str, str, int]) -> None:
         self._handles.pop(key, None)
         self._node_of.pop(key, None)
 
     async def run_turn(self, request: TurnRequest) -> TurnResult:
         req = Requirements.for_agent(request.requirements, request.agent)
-        key = (request.namespace, request.agent_name, placement_class(req))
-        handle = await self.handle(request.namespace, request.agent_name, req)
+        pool = (request.namespace, request.agent_name, placement_class(req))
+        scaling = Scaling.for_agent(request.agent)
+        count = self._replicas.setdefault(pool, scaling.min_replicas)
+        replica = scaling.pick([self._inflight.get((*pool, i), 0) for i in range(count)])
+        if replica >= count:  # the mailbox is deeper than the replicas absorb: add one
+            self._replicas[pool] = replica + 1
+            log.info("scaling agent %s/%s to %d replicas", pool[0], pool[1], replica + 1)
+        key = (*pool, replica)
         self._inflight[key] = self._inflight.get(key, 0) + 1
+        try:
+            handle = await self.handle(request.namespace, request.agent_name, req, replica)
+        except BaseException:
+            self._inflight[key] -= 1
+            raise
         try:
             return await handle.run_turn.remote(request)
         except RayTaskError as exc:
@@ -124,7 +139,7 @@ class RayAgentRuntime:
 
     async def probe(self, namespace: str, agent: str) -> str:
         """``running`` if one of the agent's actors answers, ``idle`` if it has none."""
-        handles = [h for (ns, name, _), h in self._handles.items() if (ns, name) == (namespace, agent)]
+        handles = [h for (ns, name, _, _), h in self._handles.items() if (ns, name) == (namespace, agent)]
         if not handles:
             try:
                 handles = [ray.get_actor(agent_actor_name(namespace, agent), namespace=RAY_NAMESPACE)]

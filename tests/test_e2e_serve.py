@@ -190,3 +190,46 @@ def test_ray_nodes_are_mirrored_as_ready_workers(orloj_api):
     (worker,) = items
     assert worker["spec"]["region"] == "default" and worker["status"]["phase"] == "Ready"
     assert worker["status"]["lastHeartbeat"]
+
+
+def _slow_agent_tasks(http: httpx.Client, ns: str, agent_spec: dict, tasks: int) -> list[dict]:
+    docs = [{"kind": "ModelEndpoint", "metadata": {"name": "slow"},
+             "spec": {"provider": "mock", "default_model": "gpt-4o", "options": {"latency_ms": "2000"}}},
+            {"kind": "Agent", "metadata": {"name": "busy"}, "spec": {"model_ref": "slow", **agent_spec}},
+            {"kind": "AgentSystem", "metadata": {"name": "busy-system"}, "spec": {"agents": ["busy"]}}]
+    docs += [{"kind": "Task", "metadata": {"name": f"busy-{i}"}, "spec": {"system": "busy-system"}}
+             for i in range(tasks)]
+    for doc in docs:
+        doc["metadata"]["namespace"] = ns
+        assert http.post(f"/v1/{kind_info(doc['kind']).plural}",
+                         json={"apiVersion": "orloj.dev/v1", **doc}).status_code == 201
+    return [wait_for_phase(http, "tasks", f"busy-{i}", ns, timeout=90) for i in range(tasks)]
+
+
+def _replica_turns(ns: str) -> dict[str, int]:
+    import ray
+
+    turns = {}
+    for suffix in ("", "#1", "#2", "#3"):
+        try:
+            actor = ray.get_actor(f"orloj:agent:{ns}:busy{suffix}", namespace="orloj")
+        except ValueError:
+            continue
+        turns[suffix or "#0"] = ray.get(actor.ping.remote(), timeout=10)["turns"]
+    return turns
+
+
+def test_two_replicas_of_one_agent_share_the_load(orloj_api):
+    with httpx.Client(base_url=orloj_api, timeout=30) as http:
+        done = _slow_agent_tasks(http, "e2e-replicas", {"replicas": 2}, tasks=2)
+    assert all(t["status"]["phase"] == "Succeeded" for t in done)
+    assert _replica_turns("e2e-replicas") == {"#0": 1, "#1": 1}
+
+
+def test_autoscaling_adds_replicas_when_the_mailbox_deepens(orloj_api):
+    spec = {"autoscaling": {"min_replicas": 1, "max_replicas": 3, "target_inflight": 1}}
+    with httpx.Client(base_url=orloj_api, timeout=30) as http:
+        done = _slow_agent_tasks(http, "e2e-autoscale", spec, tasks=3)
+    assert all(t["status"]["phase"] == "Succeeded" for t in done)
+    turns = _replica_turns("e2e-autoscale")
+    assert set(turns) == {"#0", "#1", "#2"} and sum(turns.values()) == 3

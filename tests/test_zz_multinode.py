@@ -95,7 +95,7 @@ async def test_a_turn_runs_on_the_placed_actor(multinode, runtime):
     result = await asyncio.wait_for(runtime.run_turn(request), timeout=30)
     assert result.ok and result.output, result.error
     eu = multinode.node_ids["region-eu-west"]
-    assert runtime._node_of[(NS, "eu-agent", "region=eu-west")] == eu
+    assert runtime._node_of[(NS, "eu-agent", "region=eu-west", 0)] == eu
     assert runtime.current_tasks() == {}  # nothing in flight any more
 
 

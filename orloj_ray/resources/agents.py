@@ -97,6 +97,12 @@ class AgentLimits(Wire):
     timeout: Str = ""
 
 
+class AgentAutoscaling(Wire):
+    min_replicas: Int = 1
+    max_replicas: Int = 1
+    target_inflight: Int = 4
+
+
 class AgentSpec(Spec):
     KEEP: ClassVar[frozenset[str]] = frozenset({"prompt"})
 
@@ -113,6 +119,10 @@ class AgentSpec(Spec):
     requirements: TaskRequirements | None = None
     """orloj-ray extension: where this agent's actor may run (region, gpu, model), merged with
     the task's requirements (the agent's fields win)."""
+    replicas: Int = 0
+    """orloj-ray extension: a fixed number of actors serving this agent (0 = one)."""
+    autoscaling: AgentAutoscaling | None = None
+    """orloj-ray extension: scale between min and max replicas on mailbox depth."""
 
     def normalize(self, meta: Metadata, status: dict[str, Any], now: datetime) -> None:
         self.model_ref = self.model_ref.strip()
@@ -126,6 +136,7 @@ class AgentSpec(Spec):
         self.roles = unique(self.roles)
         self._normalize_memory()
         self._normalize_execution()
+        self._normalize_scaling()
         if self.limits.max_steps <= 0:
             self.limits.max_steps = 10
         self.limits.timeout = self.limits.timeout.strip()
@@ -162,6 +173,19 @@ class AgentSpec(Spec):
         memory.allow = allow
         if allow and not memory.ref:
             raise invalid("spec.memory.ref", "spec.memory.ref is required when spec.memory.allow is set")
+
+    def _normalize_scaling(self) -> None:
+        if self.replicas < 0:
+            raise invalid("spec.replicas", f"spec.replicas must be >= 0, got {self.replicas}")
+        auto = self.autoscaling
+        if auto is None:
+            return
+        if self.replicas:
+            raise invalid("spec.autoscaling", "set spec.replicas or spec.autoscaling, not both")
+        if auto.min_replicas < 1 or auto.max_replicas < auto.min_replicas or auto.target_inflight < 1:
+            raise invalid("spec.autoscaling", "spec.autoscaling needs 1 <= min_replicas <= max_replicas and "
+                                              f"target_inflight >= 1, got {auto.min_replicas}..{auto.max_replicas} "
+                                              f"target {auto.target_inflight}")
 
     def _normalize_execution(self) -> None:
         ex = self.execution
