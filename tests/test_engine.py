@@ -275,3 +275,44 @@ def test_mode_is_validated():
     assert resolve_mode("Sequential") == "sequential"
     with pytest.raises(ValueError, match="expected message-driven or sequential"):
         resolve_mode("turbo")
+
+
+class FailAgentRuntime(LocalAgentRuntime):
+    """Every turn of ``agent`` fails with a non-retryable error."""
+
+    def __init__(self, agent: str):
+        super().__init__()
+        self.agent = agent
+
+    async def run_turn(self, request):
+        result = await super().run_turn(request)
+        if request.agent_name == self.agent:
+            result.error_code, result.error, result.retryable = "tool_backend_failure", "social lead broke", False
+        return result
+
+
+async def _hierarchical_with_on_failure(on_failure: str | None) -> dict:
+    store = MemoryStore()
+    await load(store, "hierarchical")
+    if on_failure:
+        system = await store.get("AgentSystem", "default", "bp-hierarchical-system")
+        system["spec"]["graph"]["bp-hier-editor-agent"]["join"]["on_failure"] = on_failure
+        await store.update(system, "*")
+    return await _run_with(store, FailAgentRuntime("bp-hier-social-lead-agent"), "bp-hierarchical-task")
+
+
+async def test_join_on_failure_deadletter_fails_the_task_by_default():
+    task = await _hierarchical_with_on_failure(None)
+    assert task["status"]["phase"] == "Failed" and "social lead broke" in task["status"]["lastError"]
+
+
+@pytest.mark.parametrize("on_failure", ["skip", "continue_partial"])
+async def test_join_on_failure_lets_the_join_run_with_the_surviving_branch(on_failure):
+    task = await _hierarchical_with_on_failure(on_failure)
+    status = task["status"]
+    assert status["phase"] == "Succeeded", status.get("lastError")
+    editor = [r for r in agent_ends(task) if r["agent"] == "bp-hier-editor-agent"]
+    assert len(editor) == 1 and "bp-hier-research-worker-agent" in editor[0]["output"]
+    assert "bp-hier-social-worker-agent" not in editor[0]["output"]
+    assert any(r["type"] == "join_branch_failed" for r in status["trace"])
+    assert any(m["phase"] == "DeadLetter" for m in status["messages"])

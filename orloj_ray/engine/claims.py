@@ -48,14 +48,17 @@ def takeover_reason(task: dict, worker: str, now: datetime | None = None) -> str
     """Why ``worker`` may take a Running task over (expired lease, or its own predecessor's), else None."""
     status = task.get("status") or {}
     holder = status.get("claimedBy") or ""
-    if status.get("phase") != "Running" or holder == worker:
+    if status.get("phase") != "Running":
         return None
     if not holder:
         return "unowned"
+    expiry = _parse(status.get("leaseUntil") or "")
+    expired = expiry is None or expiry <= (now or datetime.now(timezone.utc))
+    if holder == worker:  # the caller knows it is not running it (a crashed run): resume once expired
+        return f"own lease expired; resuming as {worker}" if expired else None
     if identity(holder) == identity(worker):
         return f"previous incarnation {holder} replaced by {worker}"
-    expiry = _parse(status.get("leaseUntil") or "")
-    if expiry is None or expiry <= (now or datetime.now(timezone.utc)):
+    if expired:
         return f"worker lease expired; task reassigned from {holder} to {worker}"
     return None
 

@@ -68,6 +68,14 @@ class TaskFailed(Exception):
         self.phase = phase
 
 
+def _spawn(group: asyncio.TaskGroup, coro) -> None:
+    """Start a delivery, unless the group is already failing (then the task is ending anyway)."""
+    try:
+        group.create_task(coro)
+    except RuntimeError:
+        coro.close()
+
+
 class TaskExecutor:
     """Executes (or resumes) one task attempt. Create one per run; not reusable."""
 
@@ -200,7 +208,12 @@ class TaskExecutor:
             return
         self._branch_turns[env.branch_id] = turns
 
-        result = await self._turn(node, env, inbox)
+        try:
+            result = await self._turn(node, env, inbox)
+        except TaskFailed as failure:
+            if not await self._branch_failed(node, env, failure, group):
+                raise
+            return
         targets = [] if max_turns and turns >= max_turns else graph.successors[node]
         hop = max(env.hop + 1, 2)
         children = [
@@ -214,7 +227,49 @@ class TaskExecutor:
         ]
         await self.recorder.turn_done(env, inbox, result, children)
         for child in children:
-            group.create_task(self._deliver(child, group))
+            _spawn(group, self._deliver(child, group))
+
+    async def _branch_failed(self, node: str, env: Envelope, failure: TaskFailed, group: asyncio.TaskGroup) -> bool:
+        """Let the nearest downstream join absorb a dead branch when its ``on_failure`` says so.
+
+        ``skip``: the join stops waiting for the dead branch; ``continue_partial``: the join runs
+        at once with what has arrived. False (the task fails) for ``deadletter``, the default.
+        """
+        graph = self.resolved.graph
+        target = self._tolerant_join(node)
+        if target is None:
+            return False
+        join = graph.join_for(target)
+        state = self._joins.setdefault(target, _JoinState(join.required(len(graph.predecessors[target]))))
+        await self.recorder.branch_failed(env, target, join.on_failure, failure.message)
+        if state.activated_by:
+            return True
+        if not (join.on_failure == "continue_partial" and state.sources):  # else: run now with what arrived
+            state.required -= 1  # stop waiting for the dead branch
+            if state.required <= 0:
+                raise TaskFailed(failure.code, f'every branch into join "{target}" failed; last: {failure.message}',
+                                 phase=failure.phase)
+            if len(state.sources) < state.required:
+                return True
+        trigger = state.sources[-1]
+        state.activated_by = trigger.message_id
+        await self.recorder.join_activated(trigger, target, join.mode, state.required, state.sources)
+        _spawn(group, self._deliver(trigger, group))
+        return True
+
+    def _tolerant_join(self, node: str) -> str | None:
+        """The nearest join downstream of ``node`` whose ``on_failure`` lets the task go on."""
+        graph, seen, frontier = self.resolved.graph, {node}, list(self.resolved.graph.successors[node])
+        while frontier:
+            current = frontier.pop(0)
+            if current in seen:
+                continue
+            seen.add(current)
+            join = graph.join_for(current)
+            if join is not None and join.on_failure in ("skip", "continue_partial"):
+                return current
+            frontier += graph.successors[current]
+        return None
 
     async def _turn(self, node: str, env: Envelope, inbox: list[Envelope]) -> TurnResult:
         resolved = self.resolved

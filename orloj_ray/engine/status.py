@@ -152,6 +152,11 @@ class TaskRecorder:
 
         await self._write(change)
 
+    async def branch_failed(self, env: Envelope, join_node: str, policy: str, error: str) -> None:
+        await self._write(lambda s: self._trace(
+            s, "join_branch_failed", agent=env.to_agent,
+            message=f"branch {env.branch_id} failed before join {join_node} (on_failure={policy}): {error}"))
+
     async def join_activated(self, env: Envelope, node: str, mode: str, required: int, sources: list) -> None:
         def change(status: dict) -> None:
             state = self._join_state(status, node, env, required, mode=mode)
