@@ -18,6 +18,14 @@ CONFORMANCE = Path(__file__).resolve().parent / "conformance"
 pytestmark = pytest.mark.slow
 
 
+def apply_all(http: httpx.Client, ns: str, docs: list[dict]) -> None:
+    """POST each doc into ``ns``; every one must answer 201."""
+    for doc in docs:
+        doc["metadata"]["namespace"] = ns
+        resp = http.post(f"/v1/{kind_info(doc['kind']).plural}", json={"apiVersion": "orloj.dev/v1", **doc})
+        assert resp.status_code == 201, resp.text
+
+
 def test_every_upstream_example_posts_201_and_reads_back_normalized(orloj_api):
     golden = [json.loads(line) for line in (CONFORMANCE / "upstream-examples-normalized.jsonl").read_text().splitlines()]
     assert len(golden) == 98
@@ -95,10 +103,7 @@ def test_task_created_over_rest_returns_at_once_and_runs_on_agent_actors(orloj_a
         {"kind": "AgentSystem", "metadata": {"name": "solo-system"}, "spec": {"agents": ["solo"]}},
     ]
     with httpx.Client(base_url=orloj_api, timeout=30) as http:
-        for doc in docs:
-            doc["metadata"]["namespace"] = ns
-            plural = kind_info(doc["kind"]).plural
-            assert http.post(f"/v1/{plural}", json={"apiVersion": "orloj.dev/v1", **doc}).status_code == 201
+        apply_all(http, ns, docs)
         started = time.monotonic()
         resp = http.post("/v1/tasks", json={"apiVersion": "orloj.dev/v1", "kind": "Task",
                                             "metadata": {"name": "t1", "namespace": ns},
@@ -127,10 +132,7 @@ def test_supervisor_killed_mid_task_is_restarted_and_finishes_without_rerunning_
     docs += [{"kind": "AgentSystem", "metadata": {"name": "f-system"}, "spec": {"agents": agents}},
              {"kind": "Task", "metadata": {"name": "f-task"}, "spec": {"system": "f-system"}}]
     with httpx.Client(base_url=orloj_api, timeout=30) as http:
-        for doc in docs:
-            doc["metadata"]["namespace"] = ns
-            assert http.post(f"/v1/{kind_info(doc['kind']).plural}",
-                             json={"apiVersion": "orloj.dev/v1", **doc}).status_code == 201
+        apply_all(http, ns, docs)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             trace = http.get("/v1/tasks/f-task", params={"namespace": ns}).json()["status"].get("trace") or []
@@ -156,10 +158,7 @@ def test_agent_actor_killed_mid_turn_is_redelivered_and_the_task_succeeds(orloj_
             {"kind": "AgentSystem", "metadata": {"name": "v-system"}, "spec": {"agents": ["victim"]}},
             {"kind": "Task", "metadata": {"name": "v-task"}, "spec": {"system": "v-system"}}]
     with httpx.Client(base_url=orloj_api, timeout=30) as http:
-        for doc in docs:
-            doc["metadata"]["namespace"] = ns
-            assert http.post(f"/v1/{kind_info(doc['kind']).plural}",
-                             json={"apiVersion": "orloj.dev/v1", **doc}).status_code == 201
+        apply_all(http, ns, docs)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # until the turn is inside the (2 s) model call
             try:
@@ -199,10 +198,7 @@ def _slow_agent_tasks(http: httpx.Client, ns: str, agent_spec: dict, tasks: int)
             {"kind": "AgentSystem", "metadata": {"name": "busy-system"}, "spec": {"agents": ["busy"]}}]
     docs += [{"kind": "Task", "metadata": {"name": f"busy-{i}"}, "spec": {"system": "busy-system"}}
              for i in range(tasks)]
-    for doc in docs:
-        doc["metadata"]["namespace"] = ns
-        assert http.post(f"/v1/{kind_info(doc['kind']).plural}",
-                         json={"apiVersion": "orloj.dev/v1", **doc}).status_code == 201
+    apply_all(http, ns, docs)
     return [wait_for_phase(http, "tasks", f"busy-{i}", ns, timeout=90) for i in range(tasks)]
 
 
