@@ -1,0 +1,88 @@
+"""A Ray node removed while it hosts an agent mid-turn: the actor comes back on another node
+that meets the agent's requirements, the turn is redelivered, and the task succeeds with the
+step recorded once. Runs after the suite's shared cluster is gone (see test_zz_multinode)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from cluster.multinode import HEAD, NodeSpec, start
+from orloj_ray.engine.controller import Controller
+from orloj_ray.store import MemoryStore
+
+pytestmark = pytest.mark.slow
+NS = "node-removal"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import ray
+
+    if ray.is_initialized():  # the shared cluster of the rest of the suite
+        from ray import serve
+
+        from cluster.local import undeploy
+
+        undeploy()
+        serve.shutdown()
+        ray.shutdown()
+    local = start([NodeSpec(HEAD, "default", cpus=1), NodeSpec("us-a", "us-east"), NodeSpec("us-b", "us-east")])
+    try:
+        ray.init(address=local.address, namespace="orloj", logging_level="warning", log_to_driver=False)
+        yield local
+    finally:
+        local.shutdown()
+
+
+async def test_agent_survives_the_removal_of_its_node(cluster):
+    import ray
+
+    from actors.supervisor import RayAgentRuntime
+
+    store = MemoryStore()
+    docs = [
+        {"kind": "ModelEndpoint", "metadata": {"name": "slow"},
+         "spec": {"provider": "mock", "default_model": "gpt-4o", "options": {"latency_ms": "3000"}}},
+        {"kind": "Agent", "metadata": {"name": "roamer"},
+         "spec": {"model_ref": "slow", "requirements": {"region": "us-east"}}},
+        {"kind": "AgentSystem", "metadata": {"name": "roam"}, "spec": {"agents": ["roamer"]}},
+        {"kind": "Task", "metadata": {"name": "roam-task"}, "spec": {"system": "roam"}},
+    ]
+    for doc in docs:
+        await store.create({"apiVersion": "orloj.dev/v1", **doc, "metadata": {**doc["metadata"], "namespace": NS},
+                            "status": {"phase": "Pending"}})
+    runtime = RayAgentRuntime(placement_timeout_s=30)
+    controller = Controller(store, runtime, worker="node-test#1")
+    loop = asyncio.create_task(controller.run())
+    try:
+        async with asyncio.timeout(60):  # until the turn is inside the 3 s model call
+            while True:
+                hosts = [n for key, n in runtime._node_of.items() if key[1] == "roamer"]
+                if hosts and sum(runtime._inflight.values()):
+                    break
+                await asyncio.sleep(0.05)
+        (host,) = hosts
+        assert host in (cluster.node_ids["us-a"], cluster.node_ids["us-b"])
+        victim = next(n for n in cluster.cluster.list_all_nodes() if n.node_id == host)
+        await asyncio.sleep(0.5)
+        cluster.cluster.remove_node(victim)
+        removed_at = time.monotonic()
+        async with asyncio.timeout(90):
+            while (task := await store.get("Task", NS, "roam-task"))["status"].get("phase") not in (
+                    "Succeeded", "Failed", "DeadLetter"):
+                await asyncio.sleep(0.1)
+    finally:
+        controller.stop()
+        await loop
+    status = task["status"]
+    assert status["phase"] == "Succeeded", status.get("lastError")
+    assert [r["agent"] for r in status["trace"] if r["type"] == "agent_end"] == ["roamer"]
+    (message,) = status["messages"]
+    assert message["attempts"] >= 2
+    survivor = ({cluster.node_ids["us-a"], cluster.node_ids["us-b"]} - {host}).pop()
+    actor = ray.get_actor("orloj:agent:node-removal:roamer:region=us-east", namespace="orloj")
+    assert (await actor.ping.remote())["node_id"] == survivor
+    print(f"recovered {time.monotonic() - removed_at:.1f}s after the node was removed")
