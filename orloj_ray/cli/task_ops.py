@@ -43,6 +43,14 @@ def _print_structured(body: dict, fmt: str) -> None:
     echo(render.to_json(body) if fmt == "json" else render.to_yaml(body).rstrip())
 
 
+def _single_task(target) -> str:
+    """The task name of ``task/NAME`` or ``task NAME``; exit 2 on anything more."""
+    name, extra = task_target(target)
+    if extra:
+        fail(f"usage: {TARGET_USAGE} (unexpected {' '.join(extra)!r})", 2)
+    return name
+
+
 def _limit(limit: int) -> int | None:
     if limit < 0:
         fail("--limit must be >= 0 (0 means no limit)", 2)
@@ -59,9 +67,7 @@ def messages(
     namespace: NamespaceOpt = None,
 ) -> None:
     """List the agent-to-agent messages of a task with their lifecycle phase."""
-    name, extra = task_target(target)
-    if extra:
-        fail(f"usage: {TARGET_USAGE} (unexpected {' '.join(extra)!r})", 2)
+    name = _single_task(target)
     fmt = _output_format(output)
     body = make_client(ctx).messages(name, namespace_or(ctx, namespace), phase=(phase or "").strip() or None,
                                      limit=_limit(limit))
@@ -96,9 +102,7 @@ def metrics(
     namespace: NamespaceOpt = None,
 ) -> None:
     """Message counts, retries and latency of a task, in total, per agent and per edge."""
-    name, extra = task_target(target)
-    if extra:
-        fail(f"usage: {TARGET_USAGE} (unexpected {' '.join(extra)!r})", 2)
+    name = _single_task(target)
     fmt = _output_format(output)
     body = make_client(ctx).metrics(name, namespace_or(ctx, namespace), phase=(phase or "").strip() or None,
                                     limit=_limit(limit))

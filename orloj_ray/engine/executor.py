@@ -25,6 +25,7 @@ from orloj_ray.engine.runtime import AgentRuntime
 from orloj_ray.engine.status import TaskRecorder, TaskStopped
 from orloj_ray.engine.turn import TurnRequest, TurnResult
 from orloj_ray.errors import Unavailable
+from orloj_ray.messaging import message_id
 
 log = logging.getLogger("orloj_ray.executor")
 UNFINISHED = ("Queued", "Running", "RetryPending")
@@ -100,7 +101,7 @@ class TaskExecutor:
         return f"{self.namespace}/{self.name}"
 
     def _message_id(self, hop: int, src: str, dst: str) -> str:
-        return f"{self.task_id}/a{self.attempt:03d}/h{hop:03d}/{src.lower()}/{dst.lower()}"
+        return message_id(self.namespace, self.name, self.attempt, hop, src, dst)
 
     async def run(self) -> None:
         started = time.monotonic()
