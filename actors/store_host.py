@@ -12,6 +12,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from actors import RAY_NAMESPACE, STORE_ACTOR
+from orloj_ray.config import ServerConfig
 from orloj_ray.errors import Unavailable
 from orloj_ray.store import MemoryStore
 from orloj_ray.store.base import Event, LabelSelector, ListPage
@@ -19,7 +20,8 @@ from orloj_ray.store.base import Event, LabelSelector, ListPage
 
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=10_000)
 class StoreHost:
-    def __init__(self):
+    def __init__(self, config: ServerConfig | None = None):
+        self.config = config or ServerConfig()
         self._store = MemoryStore()
 
     async def call(self, method: str, *args, **kwargs):
@@ -29,11 +31,11 @@ class StoreHost:
         return "ok"
 
 
-def start_store_host(*, detached: bool = True) -> ray.actor.ActorHandle:
+def start_store_host(config: ServerConfig | None = None, *, detached: bool = True) -> ray.actor.ActorHandle:
     options = {"name": STORE_ACTOR, "namespace": RAY_NAMESPACE, "get_if_exists": True}
     if detached:
         options["lifetime"] = "detached"
-    handle = StoreHost.options(**options).remote()
+    handle = StoreHost.options(**options).remote(config)
     ray.get(handle.ping.remote())
     return handle
 

@@ -24,7 +24,8 @@ from actors.store_host import RemoteStore
 from actors.workers import HEARTBEAT_S as WORKER_HEARTBEAT_S, sync_workers
 from orloj_ray.engine.controller import Controller
 from orloj_ray.engine.placement import NodeInfo, Requirements, feasible, placement_class
-from orloj_ray.engine.runtime import LocalAgentRuntime, resolve_mode
+from orloj_ray.config import ServerConfig
+from orloj_ray.engine.runtime import LocalAgentRuntime
 from orloj_ray.engine.scaling import Scaling
 from orloj_ray.engine.turn import TurnRequest, TurnResult
 from orloj_ray.errors import OrlojError, Unavailable
@@ -154,8 +155,9 @@ class RayAgentRuntime:
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1000)
 class Supervisor:
-    def __init__(self, mode: str = "message-driven", max_concurrent_tasks: int = 256):
-        self.mode = resolve_mode(mode)
+    def __init__(self, config: ServerConfig | None = None, max_concurrent_tasks: int = 256):
+        self.config = config or ServerConfig.from_env()
+        self.mode = self.config.mode
         ray_runtime = RayAgentRuntime()
         sequential = self.mode == "sequential"
         # same identity across restarts, new incarnation: a restarted supervisor takes over
@@ -189,9 +191,9 @@ class Supervisor:
         await asyncio.wait_for(self._loop, timeout=10)
 
 
-def start_supervisor(mode: str = "message-driven") -> ray.actor.ActorHandle:
+def start_supervisor(config: ServerConfig | None = None) -> ray.actor.ActorHandle:
     handle = Supervisor.options(
         name=SUPERVISOR_ACTOR, namespace=RAY_NAMESPACE, get_if_exists=True, lifetime="detached",
-    ).remote(mode)
+    ).remote(config or ServerConfig.from_env())
     ray.get(handle.info.remote())
     return handle

@@ -16,17 +16,26 @@ from ray import serve
 from actors import AGENT_PREFIX, RAY_NAMESPACE, STORE_ACTOR, SUPERVISOR_ACTOR
 from actors.store_host import start_store_host
 from actors.supervisor import start_supervisor
+from orloj_ray.config import ServerConfig
 from serve.deployment import APP_NAME, deploy_api
 
 log = logging.getLogger("orloj_ray.cluster")
 
 
 def deploy(*, host: str = "127.0.0.1", port: int = 8080, cluster: dict | None = None,
-           healthz_timeout_s: float = 60.0) -> str:
-    """Deploy everything and wait until ``/healthz`` answers; returns the API URL."""
-    start_store_host()
-    start_supervisor((cluster or {}).get("mode", "message-driven"))
-    deploy_api(cluster or {}, host=host, port=port)
+           config: ServerConfig | None = None, healthz_timeout_s: float = 60.0) -> str:
+    """Deploy everything and wait until ``/healthz`` answers; returns the API URL.
+
+    ``config``: the server settings (default: ``ServerConfig.from_env`` with ``cluster["mode"]``);
+    ``cluster``: facts about the Ray cluster for ``GET /v1/runtime``.
+    """
+    cluster = dict(cluster or {})
+    if config is None:
+        config = ServerConfig.from_env(mode=cluster.get("mode"))
+    cluster.update(store=config.store, log=config.log, mode=config.mode, config=config.describe())
+    start_store_host(config)
+    start_supervisor(config)
+    deploy_api(cluster, config, host=host, port=port)
     url = f"http://{host}:{port}"
     deadline = time.monotonic() + healthz_timeout_s
     while True:

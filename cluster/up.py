@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from cluster.ray_env import apply_local_env
-from orloj_ray.engine.runtime import resolve_mode
+from orloj_ray.config import ConfigError, ServerConfig
 
 
 def _existing_local_cluster() -> str | None:
@@ -40,6 +40,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dashboard-port", type=int, default=8265)
     p.add_argument("--no-dashboard", action="store_true")
     p.add_argument("--mode", default=None, help="message-driven (default) or sequential; env ORLOJ_MODE")
+    p.add_argument("--store", default=None, help="memory (default) or postgres; env ORLOJ_STORE")
+    p.add_argument("--database-url", default=None, help="PostgreSQL URL; env ORLOJ_DATABASE_URL")
+    p.add_argument("--log", dest="log_backend", default=None, help="memory (default) or jetstream; env ORLOJ_LOG")
+    p.add_argument("--nats-url", default=None, help="NATS servers, comma-separated; env ORLOJ_NATS_URL")
+    p.add_argument("--tool-allowed-networks", default=None, help="CIDRs; env ORLOJ_TOOL_ALLOWED_NETWORKS")
+    p.add_argument("--auth-mode", default=None, help="off or token; env ORLOJ_AUTH_MODE")
     return p.parse_args(argv)
 
 
@@ -53,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     from cluster.local import deploy, undeploy
 
     try:
-        mode = resolve_mode(args.mode)
-    except ValueError as exc:
+        config = ServerConfig.from_env(mode=args.mode, store=args.store, database_url=args.database_url,
+                                       log=args.log_backend, nats_url=args.nats_url,
+                                       tool_allowed_networks=args.tool_allowed_networks, auth_mode=args.auth_mode)
+    except ConfigError as exc:
         log.error("%s", exc)
         return 2
     started_ray = args.address is None
@@ -75,14 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     cluster = {
         "ray_address": info.address_info.get("gcs_address", ""),
         "dashboard_url": f"http://{dashboard}" if dashboard and not dashboard.startswith("http") else dashboard,
-        "store": "memory", "log": "memory", "mode": mode,
+        "store": config.store, "log": config.log, "mode": config.mode,
     }
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     state_file = Path(args.state_file) if args.state_file else None
     try:
-        url = deploy(host=args.host, port=args.port, cluster=cluster)
+        url = deploy(host=args.host, port=args.port, cluster=cluster, config=config)
         state = {"pid": os.getpid(), "api_url": url, "ray_address": cluster["ray_address"],
                  "dashboard_url": cluster["dashboard_url"], "started_ray": started_ray,
                  "store": cluster["store"], "log": cluster["log"], "log_file": os.environ.get("ORLOJ_UP_LOG", "")}

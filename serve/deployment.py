@@ -12,6 +12,7 @@ import ray
 from ray import serve
 
 from actors.store_host import RemoteStore
+from orloj_ray.config import ServerConfig
 from serve.app import create_app
 
 APP_NAME = "orloj"
@@ -34,8 +35,9 @@ def _nodes() -> list[dict]:
 @serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, ray_actor_options={"num_cpus": 0})
 @serve.ingress()
 class OrlojApi:
-    def __init__(self, cluster: dict):
+    def __init__(self, cluster: dict, config: ServerConfig):
         self._cluster = cluster
+        self._config = config
 
     async def runtime_info(self) -> dict:
         nodes = await asyncio.to_thread(_nodes)
@@ -45,13 +47,14 @@ class OrlojApi:
             "store": self._cluster.get("store", "memory"),
             "log": self._cluster.get("log", "memory"),
             "mode": self._cluster.get("mode", "message-driven"),
+            "config": self._config.describe(),
         }
 
     def __serve_build_asgi_app__(self):
         return create_app(RemoteStore(), runtime_info=self.runtime_info)
 
 
-def deploy_api(cluster: dict, *, host: str, port: int) -> None:
+def deploy_api(cluster: dict, config: ServerConfig, *, host: str, port: int) -> None:
     """Start Serve's HTTP proxy on host:port and (re)deploy the API app at ``/``."""
     serve.start(http_options={"host": host, "port": port}, detached=True)
-    serve.run(OrlojApi.bind(cluster), name=APP_NAME, route_prefix="/", blocking=False)
+    serve.run(OrlojApi.bind(cluster, config), name=APP_NAME, route_prefix="/", blocking=False)

@@ -268,15 +268,6 @@ async def test_sequential_and_parallel_modes_produce_the_same_steps_and_output()
     assert runs[None]["output"]["final_output"] == runs[1]["output"]["final_output"]
 
 
-def test_mode_is_validated():
-    from orloj_ray.engine.runtime import resolve_mode
-
-    assert resolve_mode(None) in ("message-driven", "sequential")
-    assert resolve_mode("Sequential") == "sequential"
-    with pytest.raises(ValueError, match="expected message-driven or sequential"):
-        resolve_mode("turbo")
-
-
 class FailAgentRuntime(LocalAgentRuntime):
     """Every turn of ``agent`` fails with a non-retryable error."""
 

@@ -93,13 +93,30 @@ def up(
     mode: Annotated[Optional[str], typer.Option(
         "--mode", help="message-driven (default: each agent on its own actor) or sequential (env ORLOJ_MODE).",
     )] = None,
+    store: Annotated[Optional[str], typer.Option(
+        "--store", help="memory (default, embedded) or postgres (env ORLOJ_STORE).")] = None,
+    database_url: Annotated[Optional[str], typer.Option(
+        "--database-url", help="PostgreSQL URL for --store postgres (env ORLOJ_DATABASE_URL).")] = None,
+    log_backend: Annotated[Optional[str], typer.Option(
+        "--log", help="message log: memory (default, embedded) or jetstream (env ORLOJ_LOG).")] = None,
+    nats_url: Annotated[Optional[str], typer.Option(
+        "--nats-url", help="NATS server(s) for --log jetstream, comma-separated (env ORLOJ_NATS_URL).")] = None,
+    tool_allowed_networks: Annotated[Optional[str], typer.Option(
+        "--tool-allowed-networks",
+        help="Comma-separated CIDRs tools may reach although private/loopback, e.g. 127.0.0.0/8 "
+             "(env ORLOJ_TOOL_ALLOWED_NETWORKS).")] = None,
+    auth_mode: Annotated[Optional[str], typer.Option(
+        "--auth-mode", help="API authentication: off or token (env ORLOJ_AUTH_MODE; default off on loopback only).",
+    )] = None,
 ) -> None:
     """Start orloj-ray locally: Ray, the control plane and the REST API."""
-    from orloj_ray.engine.runtime import resolve_mode
+    from orloj_ray.config import ConfigError, ServerConfig
 
     try:
-        mode = resolve_mode(mode)
-    except ValueError as exc:
+        config = ServerConfig.from_env(mode=mode, store=store, database_url=database_url, log=log_backend,
+                                       nats_url=nats_url, tool_allowed_networks=tool_allowed_networks,
+                                       auth_mode=auth_mode)
+    except ConfigError as exc:
         fail(str(exc), 2)
     sdir = state_dir()
     sdir.mkdir(parents=True, exist_ok=True)
@@ -112,9 +129,10 @@ def up(
     if port_in_use(host, port):
         fail(f"port {port} is in use (is orloj already running? try 'orloj status' or 'orloj down', or pass --port)")
     cmd = [sys.executable, "-m", "cluster.up", "--host", host, "--port", str(port),
-           "--state-file", str(state_file()), "--mode", mode]
+           "--state-file", str(state_file())]
     if address:
         cmd += ["--address", address]
+    os.environ.update(config.to_env())  # the child reads the settings from its environment
     if detach:
         _up_detached(cmd, host, port, sdir)
     else:

@@ -6,7 +6,6 @@ implementation in ``actors/`` rings an AgentActor instead. Both return a ``TurnR
 
 from __future__ import annotations
 
-import os
 from typing import Protocol
 
 from orloj_ray.engine.turn import TurnRequest, TurnResult, run_turn
@@ -25,19 +24,3 @@ class LocalAgentRuntime:
 
     async def run_turn(self, request: TurnRequest) -> TurnResult:
         return await run_turn(request, self._gateway, self._tools)
-
-
-MODES = ("message-driven", "sequential")
-"""Execution modes of a server. ``message-driven`` (the default) runs each turn on the agent's
-own actor and independent branches in parallel; ``sequential`` runs every turn in the
-supervisor's process, one at a time, for debugging. Both produce the same agent steps and
-outputs."""
-
-
-def resolve_mode(value: str | None = None) -> str:
-    """The mode from an explicit value, else ``ORLOJ_MODE``, else ``message-driven``."""
-    mode = (value or os.environ.get("ORLOJ_MODE") or MODES[0]).strip().lower()
-    if mode not in MODES:
-        raise ValueError(f'unknown execution mode "{mode}": expected {" or ".join(MODES)} '
-                         f"(--mode, or ORLOJ_MODE)")
-    return mode

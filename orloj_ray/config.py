@@ -1,0 +1,137 @@
+"""Server settings: one frozen object, built from flags or ``ORLOJ_*`` environment variables.
+
+Every process of the control plane (the Serve API, the Supervisor, the StoreHost, agent
+actors) receives the same ``ServerConfig`` explicitly (it pickles), so a setting given to
+``orloj up`` reaches actors on other nodes, where the environment of ``orloj up`` does not.
+Precedence: an explicit value (a CLI flag) > the environment > the default.
+
+Secrets in here (``database_url`` may carry a password, ``api_tokens``) never appear in
+``describe()``, which is what logs, state files and ``/v1/runtime`` show.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from urllib.parse import urlsplit, urlunsplit
+
+MODES = ("message-driven", "sequential")
+STORES = ("memory", "postgres")
+LOGS = ("memory", "jetstream")
+AUTH_MODES = ("off", "token")
+
+_ENV = {
+    "mode": "ORLOJ_MODE",
+    "store": "ORLOJ_STORE",
+    "database_url": "ORLOJ_DATABASE_URL",
+    "log": "ORLOJ_LOG",
+    "nats_url": "ORLOJ_NATS_URL",
+    "tool_allowed_networks": "ORLOJ_TOOL_ALLOWED_NETWORKS",
+    "auth_mode": "ORLOJ_AUTH_MODE",
+    "api_tokens": "ORLOJ_API_TOKENS",
+}
+_SECRET_FIELDS = ("api_tokens",)
+
+
+class ConfigError(ValueError):
+    """A setting has a value this server cannot use; the message names the flag and env var."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    mode: str = "message-driven"
+    """``message-driven`` (each turn on the agent's actor) or ``sequential`` (one at a time, in the supervisor)."""
+    store: str = "memory"
+    """``memory`` (embedded, lost with the StoreHost actor) or ``postgres``."""
+    database_url: str = field(default="", repr=False)
+    """PostgreSQL URL for ``store: postgres`` (``postgresql://user:pass@host:5432/db``)."""
+    log: str = "memory"
+    """The message log: ``memory`` (embedded) or ``jetstream``."""
+    nats_url: str = "nats://127.0.0.1:4222"
+    """NATS server(s) for ``log: jetstream``, comma-separated."""
+    tool_allowed_networks: tuple[str, ...] = ()
+    """CIDRs that tools may reach although they are private/loopback (the SSRF guard's exceptions)."""
+    auth_mode: str = ""
+    """``off`` or ``token``; empty: ``off`` when the API binds loopback, else ``token``."""
+    api_tokens: str = field(default="", repr=False)
+    """``token:role,token:role`` for ``auth_mode: token`` (roles: reader, writer, controller, admin)."""
+
+    def __post_init__(self) -> None:
+        _check("mode", self.mode, MODES)
+        _check("store", self.store, STORES)
+        _check("log", self.log, LOGS)
+        if self.auth_mode:
+            _check("auth_mode", self.auth_mode, AUTH_MODES)
+        if self.store == "postgres" and not self.database_url:
+            raise ConfigError("store postgres needs a database URL: --database-url or ORLOJ_DATABASE_URL")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "ServerConfig":
+        """Defaults < ``ORLOJ_*`` variables < ``overrides`` (None values are ignored)."""
+        env = os.environ if environ is None else environ
+        values: dict = {}
+        for name, var in _ENV.items():
+            raw = (env.get(var) or "").strip()
+            if raw:
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(values)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ServerConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown server setting(s): {', '.join(unknown)}")
+        values = dict(data)
+        for key in ("mode", "store", "log", "auth_mode"):
+            if key in values and isinstance(values[key], str):
+                values[key] = values[key].strip().lower()
+        nets = values.get("tool_allowed_networks")
+        if isinstance(nets, str):
+            values["tool_allowed_networks"] = tuple(n.strip() for n in nets.split(",") if n.strip())
+        elif nets is not None:
+            values["tool_allowed_networks"] = tuple(nets)
+        return cls(**values)
+
+    def with_(self, **changes) -> "ServerConfig":
+        return replace(self, **changes)
+
+    def to_env(self) -> dict[str, str]:
+        """The ``ORLOJ_*`` variables that reproduce this config (for child processes)."""
+        out = {}
+        for name, var in _ENV.items():
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            if value:
+                out[var] = str(value)
+        return out
+
+    def describe(self) -> dict:
+        """Safe to log and to return from the API: passwords in URLs and tokens are masked."""
+        data = asdict(self)
+        data["database_url"] = mask_url(self.database_url)
+        for name in _SECRET_FIELDS:
+            data[name] = "***" if data[name] else ""
+        data["tool_allowed_networks"] = list(self.tool_allowed_networks)
+        return data
+
+
+def mask_url(url: str) -> str:
+    """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db``."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        flag = "--" + name.replace("_", "-")
+        raise ConfigError(f'unknown {name.replace("_", " ")} "{value}": expected {" or ".join(allowed)} '
+                          f"({flag}, or {_ENV[name]})")
