@@ -1,12 +1,15 @@
-"""StoreHost: one named actor hosting the in-memory store, and RemoteStore, its client.
+"""StoreHost: one named actor hosting the store (memory or PostgreSQL), and RemoteStore, its client.
 
 Every process (Serve replicas, the Supervisor, drivers) reaches the same data through
-``RemoteStore``, which implements the Store protocol by forwarding to the actor. If the
-StoreHost dies its data is gone: the embedded default survives agent and supervisor deaths,
-not its own (PostgreSQL is the durable store).
+``RemoteStore``, which implements the Store protocol by forwarding to the actor. With the
+memory store, if the StoreHost dies its data is gone: the embedded default survives agent and
+supervisor deaths, not its own. With ``store: postgres`` the data is in PostgreSQL and the
+host is restarted by Ray; it stays the one gateway so the cluster holds one connection pool.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
@@ -14,27 +17,45 @@ from ray.exceptions import RayActorError, RayTaskError
 from actors import RAY_NAMESPACE, STORE_ACTOR
 from orloj_ray.config import ServerConfig
 from orloj_ray.errors import Unavailable
-from orloj_ray.store import MemoryStore
+from orloj_ray.store import MemoryStore, open_store
 from orloj_ray.store.base import Event, LabelSelector, ListPage
 
 
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=10_000)
 class StoreHost:
+    """Hosts the store ``config.store`` names; a PostgresStore is opened on the first call (``ping``)."""
+
     def __init__(self, config: ServerConfig | None = None):
         self.config = config or ServerConfig()
-        self._store = MemoryStore()
+        self._store = MemoryStore() if self.config.store == "memory" else None
+        self._opening: asyncio.Lock | None = None
+
+    async def _opened(self):
+        if self._store is None:
+            self._opening = self._opening or asyncio.Lock()
+            async with self._opening:
+                if self._store is None:
+                    self._store = await open_store(self.config)
+        return self._store
 
     async def call(self, method: str, *args, **kwargs):
-        return await getattr(self._store, method)(*args, **kwargs)
+        return await getattr(await self._opened(), method)(*args, **kwargs)
 
     async def ping(self) -> str:
+        await self._opened()
         return "ok"
 
+    async def store_kind(self) -> str:
+        return type(await self._opened()).__name__
 
-def start_store_host(config: ServerConfig | None = None, *, detached: bool = True) -> ray.actor.ActorHandle:
-    options = {"name": STORE_ACTOR, "namespace": RAY_NAMESPACE, "get_if_exists": True}
+
+def start_store_host(config: ServerConfig | None = None, *, detached: bool = True,
+                     name: str = STORE_ACTOR) -> ray.actor.ActorHandle:
+    options = {"name": name, "namespace": RAY_NAMESPACE, "get_if_exists": True}
     if detached:
         options["lifetime"] = "detached"
+    if config is not None and config.store == "postgres":
+        options["max_restarts"] = -1  # the data is in PostgreSQL: a restarted host loses nothing
     handle = StoreHost.options(**options).remote(config)
     ray.get(handle.ping.remote())
     return handle
@@ -92,3 +113,9 @@ class RemoteStore:
 
     async def last_event_id(self) -> int:
         return await self._call("last_event_id")
+
+    async def append_audit(self, record: dict) -> dict:
+        return await self._call("append_audit", record)
+
+    async def list_audit(self, namespace: str | None = None, **filters) -> list[dict]:
+        return await self._call("list_audit", namespace, **filters)

@@ -1,11 +1,24 @@
 """Load test modelled on upstream's orloj-loadtest: N pipeline tasks over REST, completion seen
-on the task watch stream (not by polling), quality gates and latency percentiles.
+on the task watch stream (not by polling), quality gates, latency percentiles, fault injection,
+memory figures and, in the same run, the raw floor (benchmarks/raw_floor.py).
 
-    python benchmarks/loadtest.py --tasks 200 --concurrency 32 [--server URL] [--report out.json]
+    python benchmarks/loadtest.py --embedded --tasks 1000 --concurrency 32 [--log jetstream]
+        [--invalid-every 50] [--slow-every 100] [--expired-lease-every 100] [--kill-agent-every-s 5]
+        [--memory-at 1000,10000] [--report out.json]
 
-Against a running `orloj up` (or `--embedded`, which starts Ray, the store, the supervisor and
-the API in this process on a free port and tears them down after). Latency is measured from
-the POST's return to the terminal watch event. Exits 1 when a quality gate fails.
+Against a running `orloj up` (``--server``), or ``--embedded``: starts Ray, the store, the
+supervisor and the API in this process on a free port (with ``--log jetstream`` also a local
+nats-server) and tears them down after. Latency runs from the POST's return to the terminal
+watch event. Finished tasks are deleted as the run goes (``--keep`` keeps them). Exits 1 when
+a quality gate fails. Benchmarks are not tests: nothing here runs in the test suite.
+
+Fault injection: ``--invalid-every N`` (every Nth task names a system with a missing agent: it
+must fail, within ``--max-invalid-latency-s``, with a reason naming the agent),
+``--slow-every N`` (every Nth task runs a pipeline whose mock model takes
+``--slow-latency-ms``), ``--expired-lease-every N`` (every Nth task has its status rewritten
+over REST to a lease held by a crashed owner that expired, as upstream's injection: the
+supervisor must take it over), ``--kill-agent-every-s S`` / ``--kill-supervisor-every-s S``
+(embedded only: kill a random agent actor / the supervisor with ``ray.kill``; Ray restarts it).
 """
 
 from __future__ import annotations
@@ -14,30 +27,43 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
 import sys
+import tempfile
+import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.raw_floor import percentiles  # noqa: E402
+
 TERMINAL = {"Succeeded", "Failed", "DeadLetter"}
 NS = "loadtest"
+AGENTS = ["lt-planner", "lt-research", "lt-writer"]
+CRASHED_OWNER = "worker-crashed-simulated"
 
 
-def _setup_docs(latency_ms: int) -> list[tuple[str, dict]]:
-    endpoint = {"provider": "mock", "default_model": "gpt-4o"}
-    if latency_ms:
-        endpoint["options"] = {"latency_ms": str(latency_ms)}
-    agents = ["lt-planner", "lt-research", "lt-writer"]
-    docs = [("model-endpoints", {"kind": "ModelEndpoint", "metadata": {"name": "lt-model"}, "spec": endpoint})]
-    docs += [("agents", {"kind": "Agent", "metadata": {"name": a}, "spec": {"model_ref": "lt-model", "prompt": a}})
-             for a in agents]
-    docs.append(("agent-systems", {"kind": "AgentSystem", "metadata": {"name": "lt-pipeline"},
-                                   "spec": {"agents": agents, "graph": {agents[0]: {"next": agents[1]},
-                                                                        agents[1]: {"next": agents[2]}}}}))
+def _setup_docs(latency_ms: int, slow_latency_ms: int = 0) -> list[tuple[str, dict]]:
+    docs: list[tuple[str, dict]] = []
+    for suffix, latency in (("", latency_ms), ("-slow", slow_latency_ms)):
+        if suffix and not slow_latency_ms:
+            continue
+        endpoint = {"provider": "mock", "default_model": "gpt-4o"}
+        if latency:
+            endpoint["options"] = {"latency_ms": str(latency)}
+        agents = [a + suffix for a in AGENTS]
+        docs.append(("model-endpoints", {"kind": "ModelEndpoint", "metadata": {"name": "lt-model" + suffix},
+                                         "spec": endpoint}))
+        docs += [("agents", {"kind": "Agent", "metadata": {"name": a},
+                             "spec": {"model_ref": "lt-model" + suffix, "prompt": a}}) for a in agents]
+        docs.append(("agent-systems", {"kind": "AgentSystem", "metadata": {"name": "lt-pipeline" + suffix},
+                                       "spec": {"agents": agents, "graph": {agents[0]: {"next": agents[1]},
+                                                                            agents[1]: {"next": agents[2]}}}}))
     docs.append(("agent-systems", {"kind": "AgentSystem", "metadata": {"name": "lt-invalid"},
                                    "spec": {"agents": ["lt-missing-agent"]}}))
     for _, doc in docs:
@@ -46,7 +72,37 @@ def _setup_docs(latency_ms: int) -> list[tuple[str, dict]]:
     return docs
 
 
-async def _watch(http: httpx.AsyncClient, done: dict[str, tuple[str, float]], ready: asyncio.Event) -> None:
+def _every(n: int, i: int) -> bool:
+    return bool(n) and i % n == n - 1
+
+
+class Tracker:
+    """Terminal phases seen on the watch stream, with a waiter per task (no polling)."""
+
+    def __init__(self):
+        self.done: dict[str, tuple[str, float, str]] = {}
+        self._waiters: dict[str, asyncio.Future] = {}
+
+    def seen(self, name: str, phase: str, error: str) -> None:
+        if name in self.done:
+            return
+        self.done[name] = (phase, time.monotonic(), error)
+        waiter = self._waiters.pop(name, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, name: str, timeout_s: float) -> bool:
+        if name in self.done:
+            return True
+        waiter = self._waiters.setdefault(name, asyncio.get_running_loop().create_future())
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
+        except TimeoutError:
+            self._waiters.pop(name, None)
+        return name in self.done
+
+
+async def _watch(http: httpx.AsyncClient, tracker: Tracker, ready: asyncio.Event) -> None:
     async with http.stream("GET", "/v1/tasks/watch", params={"namespace": NS}, timeout=None) as resp:
         ready.set()
         async for line in resp.aiter_lines():
@@ -54,100 +110,229 @@ async def _watch(http: httpx.AsyncClient, done: dict[str, tuple[str, float]], re
                 continue
             frame = json.loads(line[5:])
             task = frame.get("resource") or {}
-            phase = (task.get("status") or {}).get("phase")
-            name = (task.get("metadata") or {}).get("name")
-            if phase in TERMINAL and name not in done:
-                done[name] = (phase, time.monotonic())
+            status = task.get("status") or {}
+            phase = status.get("phase")
+            if phase in TERMINAL:
+                tracker.seen((task.get("metadata") or {}).get("name"), phase, status.get("lastError") or "")
 
 
-async def run(server: str, tasks: int, concurrency: int, invalid_every: int, timeout_s: float, cleanup: bool,
-              latency_ms: int) -> dict:
-    limits = httpx.Limits(max_connections=concurrency + 4)
+async def _expire_lease(http: httpx.AsyncClient, name: str) -> str:
+    """Upstream's expired-lease injection: the task looks Running under a crashed owner whose
+    lease ran out 15 s ago. Retried on 409 (the supervisor writes too). Returns "" or an error."""
+    now = datetime.now(timezone.utc)
+    for attempt in range(5):
+        task = (await http.get(f"/v1/tasks/{name}", params={"namespace": NS})).json()
+        status = dict(task.get("status") or {})
+        if status.get("phase") in TERMINAL:
+            return ""  # finished before the injection landed: nothing to take over
+        status.update(phase="Running", claimedBy=CRASHED_OWNER, assignedWorker=CRASHED_OWNER,
+                      leaseUntil=(now - timedelta(seconds=15)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                      lastHeartbeat=(now - timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                      attempts=max(1, int(status.get("attempts") or 0)))
+        status.setdefault("history", []).append({"timestamp": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                                                 "type": "failure_injection", "worker": CRASHED_OWNER,
+                                                 "message": "loadtest: expired lease injected"})
+        rv = task["metadata"]["resourceVersion"]
+        resp = await http.put(f"/v1/tasks/{name}/status", params={"namespace": NS},
+                              json={"status": status}, headers={"If-Match": rv})
+        if resp.status_code != 409:
+            return "" if resp.is_success else f"{resp.status_code} {resp.text[:200]}"
+        await asyncio.sleep(0.015 * (attempt + 1))
+    return "409 conflict 5 times"
+
+
+async def run(server: str, args, memory_probe=None) -> dict:
+    limits = httpx.Limits(max_connections=args.concurrency + 8)
     async with httpx.AsyncClient(base_url=server, timeout=30, limits=limits) as http:
-        for plural, doc in _setup_docs(latency_ms):
+        for plural, doc in _setup_docs(args.model_latency_ms, args.slow_latency_ms if args.slow_every else 0):
             (await http.post(f"/v1/{plural}", json=doc)).raise_for_status()
-        done: dict[str, tuple[str, float]] = {}
+        tracker = Tracker()
         ready = asyncio.Event()
-        watcher = asyncio.create_task(_watch(http, done, ready))
+        watcher = asyncio.create_task(_watch(http, tracker, ready))
         await asyncio.wait_for(ready.wait(), 10)
         created: dict[str, float] = {}
-        slots = asyncio.Semaphore(concurrency)
+        kinds: dict[str, str] = {}
+        injection_errors: list[str] = []
+        create_errors: list[str] = []
+        slots = asyncio.Semaphore(args.concurrency)
         run_id = f"{int(time.time())}"
+        marks = sorted(int(m) for m in args.memory_at.split(",") if m.strip()) if memory_probe else []
+        memory: dict[str, dict] = {}
+        finished = 0
 
         async def submit(i: int) -> None:
+            nonlocal finished
             name = f"lt-{run_id}-{i:05d}"
-            system = "lt-invalid" if invalid_every and i % invalid_every == invalid_every - 1 else "lt-pipeline"
+            kind = ("invalid" if _every(args.invalid_every, i) else "slow" if _every(args.slow_every, i)
+                    else "expired_lease" if _every(args.expired_lease_every, i) else "pipeline")
+            system = {"invalid": "lt-invalid", "slow": "lt-pipeline-slow"}.get(kind, "lt-pipeline")
             body = {"apiVersion": "orloj.dev/v1", "kind": "Task", "metadata": {"name": name, "namespace": NS},
                     "spec": {"system": system, "input": {"topic": f"load {i}"}}}
             async with slots:
-                (await http.post("/v1/tasks", json=body)).raise_for_status()
+                resp = await http.post("/v1/tasks", json=body)
+                if not resp.is_success:
+                    create_errors.append(f"{name}: {resp.status_code} {resp.text[:200]}")
+                    return
                 created[name] = time.monotonic()
-                deadline = time.monotonic() + timeout_s
-                while name not in done and time.monotonic() < deadline:
-                    await asyncio.sleep(0.01)
-                if cleanup and name in done:
+                kinds[name] = kind
+                if kind == "expired_lease":
+                    await asyncio.sleep(random.uniform(0, 0.05))  # land before, during or after the claim
+                    error = await _expire_lease(http, name)
+                    if error:
+                        injection_errors.append(f"{name}: {error}")
+                if await tracker.wait(name, args.timeout) and not args.keep:
                     await http.delete(f"/v1/tasks/{name}", params={"namespace": NS})
+                finished += 1
+                if marks and finished >= marks[0]:
+                    mark = marks.pop(0)
+                    memory[str(mark)] = await asyncio.to_thread(memory_probe)
 
         started = time.monotonic()
-        await asyncio.gather(*(submit(i) for i in range(tasks)))
+        await asyncio.gather(*(submit(i) for i in range(args.tasks)))
         elapsed = time.monotonic() - started
         watcher.cancel()
-    return _report(created, done, elapsed, invalid_every, tasks)
+    report = _report(created, kinds, tracker.done, elapsed, args.tasks)
+    report["create_errors"] = create_errors[:20]
+    report["injection_errors"] = injection_errors[:20]
+    if memory:
+        report["memory_rss_mib"] = memory
+    return report
 
 
-def _report(created, done, elapsed, invalid_every, tasks) -> dict:
-    latencies = sorted((done[n][1] - t) * 1000 for n, t in created.items() if n in done)
+def _report(created, kinds, done, elapsed, tasks) -> dict:
+    normal = [n for n in created if kinds[n] in ("pipeline", "expired_lease")]
+    latencies = [(done[n][1] - created[n]) * 1000 for n in normal if n in done]
     phases = [done[n][0] for n in created if n in done]
-    invalid = tasks // invalid_every if invalid_every else 0
-
-    def pct(p: float) -> float:
-        return round(latencies[max(0, int(round(p * len(latencies))) - 1)], 1) if latencies else 0.0
-
+    invalid = [n for n in created if kinds[n] == "invalid"]
+    invalid_ms = [(done[n][1] - created[n]) * 1000 for n in invalid if n in done]
+    by_kind = {}
+    for kind in sorted(set(kinds.values())):
+        names = [n for n in created if kinds[n] == kind]
+        by_kind[kind] = {"created": len(names),
+                         "succeeded": sum(1 for n in names if n in done and done[n][0] == "Succeeded"),
+                         "failed": sum(1 for n in names if n in done and done[n][0] == "Failed"),
+                         "deadletter": sum(1 for n in names if n in done and done[n][0] == "DeadLetter"),
+                         "timed_out": sum(1 for n in names if n not in done)}
     return {
-        "tasks": tasks, "invalid_injected": invalid, "elapsed_s": round(elapsed, 2),
+        "tasks": tasks, "created": len(created), "invalid_injected": len(invalid), "elapsed_s": round(elapsed, 2),
         "throughput_tasks_per_s": round(tasks / elapsed, 1) if elapsed else 0.0,
         "succeeded": phases.count("Succeeded"), "failed": phases.count("Failed"),
         "deadletter": phases.count("DeadLetter"), "timed_out": len(created) - len(phases),
-        "latency_ms": {"p50": pct(0.50), "p95": pct(0.95), "max": round(latencies[-1], 1) if latencies else 0.0,
-                       "mean": round(statistics.fmean(latencies), 1) if latencies else 0.0},
+        "latency_ms": percentiles(latencies),
+        "by_kind": by_kind,
+        "invalid": {"failed": sum(1 for n in invalid if n in done and done[n][0] == "Failed"),
+                    "latency_ms": percentiles(invalid_ms),
+                    "reasons": sorted({done[n][2] for n in invalid if n in done})[:3]},
+        "errors": sorted({done[n][2] for n in normal if n in done and done[n][0] != "Succeeded"})[:5],
     }
 
 
 def gates(report: dict, args) -> list[str]:
-    valid = report["tasks"] - report["invalid_injected"]
+    valid = report["created"] - report["invalid_injected"]
     problems = []
-    if valid and report["succeeded"] / valid < args.min_success_rate:
-        problems.append(f"success rate {report['succeeded'] / valid:.3f} < {args.min_success_rate}")
-    if report["deadletter"] / report["tasks"] > args.max_deadletter_rate:
+    if report["create_errors"]:
+        problems.append(f"{len(report['create_errors'])} create errors")
+    if report["injection_errors"]:
+        problems.append(f"{len(report['injection_errors'])} injection errors")
+    succeeded = sum(v["succeeded"] for k, v in report["by_kind"].items() if k != "invalid")
+    if valid and succeeded / valid < args.min_success_rate:
+        problems.append(f"success rate {succeeded / valid:.4f} < {args.min_success_rate}")
+    if report["deadletter"] / max(1, report["created"]) > args.max_deadletter_rate:
         problems.append(f"deadletter rate above {args.max_deadletter_rate}")
-    if (report["failed"] - report["invalid_injected"]) / report["tasks"] > args.max_failed_rate:
+    if (report["failed"] - report["invalid"]["failed"]) / max(1, report["created"]) > args.max_failed_rate:
         problems.append(f"failed rate above {args.max_failed_rate}")
     if report["timed_out"] > args.max_timed_out:
         problems.append(f"{report['timed_out']} timed out > {args.max_timed_out}")
+    if report["invalid"]["failed"] != report["invalid_injected"]:
+        problems.append(f"{report['invalid_injected'] - report['invalid']['failed']} invalid tasks did not fail")
+    if report["invalid_injected"] and report["invalid"]["latency_ms"]["max"] > args.max_invalid_latency_s * 1000:
+        problems.append(f"an invalid task took {report['invalid']['latency_ms']['max']:.0f} ms to fail "
+                        f"(> {args.max_invalid_latency_s} s)")
+    if report["invalid_injected"] and not all("lt-missing-agent" in r for r in report["invalid"]["reasons"]):
+        problems.append(f"invalid tasks failed without naming the missing agent: {report['invalid']['reasons']}")
     return problems
+
+
+def compare(report: dict, floor: dict) -> dict:
+    """orloj-ray's figures as ratios to the raw floor, and the issue's targets."""
+    pipeline, noop = floor["pipeline"], floor["serve_noop"]
+    budget = pipeline["latency_ms"]["p50"] + noop["latency_ms"]["p50"]
+    ours = report["latency_ms"]
+    return {
+        "throughput_fraction_of_floor": round(report["throughput_tasks_per_s"] / pipeline["throughput_tasks_per_s"], 3),
+        "p50_over_floor_p50_plus_serve_noop": round(ours["p50"] / budget, 2) if budget else None,
+        "p95_over_floor_p95_plus_serve_noop": round(
+            ours["p95"] / (pipeline["latency_ms"]["p95"] + noop["latency_ms"]["p95"]), 2),
+        "targets": {"throughput_tasks_per_s >= 50": report["throughput_tasks_per_s"] >= 50,
+                    "p50 <= 3 x (floor p50 + serve no-op p50)": ours["p50"] <= 3 * budget},
+    }
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--server", default=os.environ.get("ORLOJ_SERVER", "http://127.0.0.1:8080"))
     p.add_argument("--embedded", action="store_true", help="start Ray and orloj-ray in this process")
+    p.add_argument("--log", choices=("memory", "jetstream"), default="memory", help="embedded: the message log")
+    p.add_argument("--nats-url", default="", help="embedded --log jetstream: this server (default: start one)")
     p.add_argument("--tasks", type=int, default=200)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--invalid-every", type=int, default=0, help="every Nth task names an invalid system")
-    p.add_argument("--model-latency-ms", type=int, default=0, help="slow agents: mock model latency")
+    p.add_argument("--max-invalid-latency-s", type=float, default=5.0)
+    p.add_argument("--model-latency-ms", type=int, default=0, help="mock model latency of every agent")
+    p.add_argument("--slow-every", type=int, default=0, help="every Nth task runs slow agents")
+    p.add_argument("--slow-latency-ms", type=int, default=2000)
+    p.add_argument("--expired-lease-every", type=int, default=0, help="every Nth task gets an expired lease")
+    p.add_argument("--kill-agent-every-s", type=float, default=0, help="embedded: kill an agent actor this often")
+    p.add_argument("--kill-supervisor-every-s", type=float, default=0, help="embedded: kill the supervisor this often")
     p.add_argument("--timeout", type=float, default=120.0, help="per task, seconds")
     p.add_argument("--keep", action="store_true", help="keep finished tasks (default: delete as the run goes)")
     p.add_argument("--min-success-rate", type=float, default=1.0)
     p.add_argument("--max-deadletter-rate", type=float, default=0.0)
     p.add_argument("--max-failed-rate", type=float, default=0.0)
     p.add_argument("--max-timed-out", type=int, default=0)
+    p.add_argument("--raw-floor", action=argparse.BooleanOptionalAction, default=None,
+                   help="measure the raw floor first (default: on with --embedded)")
+    p.add_argument("--floor-tasks", type=int, default=0, help="raw floor tasks (default: --tasks, at most 2000)")
+    p.add_argument("--memory-at", default="1000,10000", help="embedded: RSS snapshots after this many finished tasks")
     p.add_argument("--report", default="")
     args = p.parse_args()
-    server = args.server
-    if args.embedded:
-        server = _start_embedded()
-    report = asyncio.run(run(server, args.tasks, args.concurrency, args.invalid_every, args.timeout,
-                             not args.keep, args.model_latency_ms))
+    server, nats, floor, probe = args.server, None, None, None
+    stop_kills = threading.Event()
+    try:
+        if args.embedded:
+            if args.log == "jetstream" and not args.nats_url:
+                from cluster.nats_server import NatsServer
+
+                nats = NatsServer(tempfile.mkdtemp(prefix="orloj-loadtest-nats-")).start()
+                args.nats_url = nats.url
+            server = _start_embedded(args)
+            probe = ray_rss_mib
+        if args.raw_floor if args.raw_floor is not None else args.embedded:
+            from benchmarks.raw_floor import measure
+
+            floor = measure(server, args.floor_tasks or min(args.tasks, 2000), args.concurrency,
+                            args.nats_url if args.log == "jetstream" else "")
+        baseline_memory = probe() if probe else None
+        kills = _start_kills(args, stop_kills)
+        report = asyncio.run(run(server, args, probe))
+        stop_kills.set()
+        report["kills"] = kills
+        if probe:
+            report.setdefault("memory_rss_mib", {}).update(before_run=baseline_memory, end=probe())
+    finally:
+        stop_kills.set()
+        if nats is not None:
+            nats.stop()
+    report["config"] = {k: v for k, v in vars(args).items() if k != "report"}
+    report["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    if floor is not None:
+        report["raw_floor"] = floor
+        report["vs_raw_floor"] = compare(report, floor)
+    mem = report.get("memory_rss_mib") or {}
+    marks = sorted((k for k in mem if k.isdigit()), key=int)
+    if len(marks) >= 2:
+        report["memory_growth"] = {f"total_after_{marks[-1]}_over_{marks[0]}":
+                                   round(mem[marks[-1]]["total"] / mem[marks[0]]["total"], 3)}
     report["gates_failed"] = gates(report, args)
     text = json.dumps(report, indent=2)
     print(text)
@@ -156,7 +341,68 @@ def main() -> int:
     return 1 if report["gates_failed"] else 0
 
 
-def _start_embedded() -> str:
+# -- embedded: Ray in this process ----------------------------------------------------------------
+
+ROLES = (("StoreHost", "store"), ("Supervisor", "supervisor"), ("AgentActor", "agents"),
+         ("ServeReplica", "serve_replica"), ("ProxyActor", "serve_proxy"), ("ServeController", "serve_controller"))
+
+
+def ray_rss_mib() -> dict:
+    """Resident memory of the Ray worker processes involved, by role (their ``ray::<Class>`` titles)."""
+    out = {role: 0.0 for _, role in ROLES}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            if not title.startswith("ray::"):
+                continue
+            role = next((r for cls, r in ROLES if title[5:].startswith(cls)), None)
+            if role is None:
+                continue
+            rss_kib = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                           if line.startswith("VmRSS:"))
+        except (OSError, StopIteration, ValueError):
+            continue
+        out[role] += rss_kib / 1024
+    out = {k: round(v, 1) for k, v in out.items()}
+    out["total"] = round(sum(out.values()), 1)
+    return out
+
+
+def _start_kills(args, stop: threading.Event) -> dict:
+    """Kill agent actors / the supervisor on a timer in a thread; Ray restarts them."""
+    counts = {"agent": 0, "supervisor": 0}
+    if not args.embedded or not (args.kill_agent_every_s or args.kill_supervisor_every_s):
+        return counts
+    import ray
+
+    from actors import AGENT_PREFIX, RAY_NAMESPACE, SUPERVISOR_ACTOR
+
+    def loop(every_s: float, what: str) -> None:
+        rng = random.Random(7)
+        while not stop.wait(every_s):
+            try:
+                if what == "agent":
+                    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                             if a["namespace"] == RAY_NAMESPACE and a["name"].startswith(f"{AGENT_PREFIX}:{NS}:")]
+                    if not names:
+                        continue
+                    name = rng.choice(sorted(names))
+                else:
+                    name = SUPERVISOR_ACTOR
+                ray.kill(ray.get_actor(name, namespace=RAY_NAMESPACE), no_restart=False)
+                counts[what] += 1
+            except Exception as exc:  # gone between listing and killing: try again next tick
+                print(f"kill {what} failed: {exc}", file=sys.stderr)
+
+    for every_s, what in ((args.kill_agent_every_s, "agent"), (args.kill_supervisor_every_s, "supervisor")):
+        if every_s:
+            threading.Thread(target=loop, args=(every_s, what), daemon=True).start()
+    return counts
+
+
+def _start_embedded(args) -> str:
     import socket
 
     from cluster.ray_env import apply_local_env
@@ -165,13 +411,15 @@ def _start_embedded() -> str:
     import ray
 
     from cluster.local import deploy
+    from orloj_ray.config import ServerConfig
 
     ray.init(namespace="orloj", include_dashboard=False, logging_level="warning", log_to_driver=False,
              _node_ip_address="127.0.0.1")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    return deploy(host="127.0.0.1", port=port, cluster={"mode": "message-driven"})
+    config = ServerConfig.from_env(mode="message-driven", log=args.log, nats_url=args.nats_url or None)
+    return deploy(host="127.0.0.1", port=port, cluster={"mode": "message-driven"}, config=config)
 
 
 if __name__ == "__main__":

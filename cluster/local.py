@@ -59,8 +59,20 @@ def _orloj_actor_names() -> list[str]:
         return [SUPERVISOR_ACTOR, STORE_ACTOR]
 
 
-def undeploy() -> None:
-    """Remove the API app and every orloj actor (supervisor first, store last)."""
+def undeploy(*, drain_timeout_s: float = 30.0) -> None:
+    """Remove the API app and every orloj actor (supervisor first, store last).
+
+    The supervisor drains first: running turns finish and are recorded, no new turn starts,
+    and leases are released, so a control plane started later resumes every task at once.
+    """
+    try:
+        supervisor = ray.get_actor(SUPERVISOR_ACTOR, namespace=RAY_NAMESPACE)
+        result = ray.get(supervisor.stop.remote(drain_timeout_s), timeout=drain_timeout_s + 20)
+        log.info("supervisor drained %s running task(s)", result.get("drained_tasks", 0))
+    except ValueError:
+        pass  # not running
+    except Exception:
+        log.warning("the supervisor did not drain cleanly; its leases will expire instead", exc_info=True)
     try:
         serve.delete(APP_NAME)
     except Exception:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cluster.ray_env import apply_local_env
 from orloj_ray.config import ConfigError, ServerConfig
+from serve.auth import resolve_auth_mode
 
 
 def _existing_local_cluster() -> str | None:
@@ -44,6 +45,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--database-url", default=None, help="PostgreSQL URL; env ORLOJ_DATABASE_URL")
     p.add_argument("--log", dest="log_backend", default=None, help="memory (default) or jetstream; env ORLOJ_LOG")
     p.add_argument("--nats-url", default=None, help="NATS servers, comma-separated; env ORLOJ_NATS_URL")
+    p.add_argument("--nats-monitor-url", default=None, help="NATS /varz endpoint; env ORLOJ_NATS_MONITOR_URL")
+    p.add_argument("--task-retention", default=None, help="keep finished tasks' history this long; env ORLOJ_TASK_RETENTION")
     p.add_argument("--tool-allowed-networks", default=None, help="CIDRs; env ORLOJ_TOOL_ALLOWED_NETWORKS")
     p.add_argument("--auth-mode", default=None, help="off or token; env ORLOJ_AUTH_MODE")
     return p.parse_args(argv)
@@ -54,17 +57,39 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("orloj_ray.up")
     apply_local_env()
+    try:
+        config = ServerConfig.from_env(mode=args.mode, store=args.store, database_url=args.database_url,
+                                       log=args.log_backend, nats_url=args.nats_url,
+                                       nats_monitor_url=args.nats_monitor_url, task_retention=args.task_retention,
+                                       tool_allowed_networks=args.tool_allowed_networks, auth_mode=args.auth_mode)
+        config = resolve_auth_mode(config, args.host)  # refuse an open API beyond loopback before starting anything
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    nats = None
+    if config.log == "jetstream" and not config.nats_url:
+        from cluster.nats_server import NatsServer
+
+        home = Path(os.environ.get("ORLOJ_HOME") or Path.home() / ".orloj").expanduser()
+        try:
+            nats = NatsServer(home / "jetstream").start()
+        except RuntimeError as exc:
+            log.error("cannot start a local nats-server for --log jetstream: %s", exc)
+            return 1
+        config = config.with_(nats_url=nats.url, nats_monitor_url=nats.monitor_url)
+        log.info("started nats-server %s (JetStream store %s, fsync on every write)", nats.url, nats.store_dir)
+    try:
+        return _serve(args, config, log)
+    finally:
+        if nats is not None:
+            nats.stop()
+
+
+def _serve(args: argparse.Namespace, config: ServerConfig, log: logging.Logger) -> int:
     import ray
 
     from cluster.local import deploy, undeploy
 
-    try:
-        config = ServerConfig.from_env(mode=args.mode, store=args.store, database_url=args.database_url,
-                                       log=args.log_backend, nats_url=args.nats_url,
-                                       tool_allowed_networks=args.tool_allowed_networks, auth_mode=args.auth_mode)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
     started_ray = args.address is None
     if started_ray:
         existing = _existing_local_cluster()
@@ -93,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         url = deploy(host=args.host, port=args.port, cluster=cluster, config=config)
         state = {"pid": os.getpid(), "api_url": url, "ray_address": cluster["ray_address"],
                  "dashboard_url": cluster["dashboard_url"], "started_ray": started_ray,
-                 "store": cluster["store"], "log": cluster["log"], "log_file": os.environ.get("ORLOJ_UP_LOG", "")}
+                 "store": cluster["store"], "log": cluster["log"], "nats_url": config.nats_url,
+                 "log_file": os.environ.get("ORLOJ_UP_LOG", "")}
         if state_file:
             state_file.parent.mkdir(parents=True, exist_ok=True)
             state_file.write_text(json.dumps(state, indent=2))

@@ -89,6 +89,8 @@ def error_from_response(status: int, body: str) -> OrlojError:
         fld = err.get("field") or None
     elif isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
         message = parsed["error"]
+    if status == 401:  # the API runs in token mode (serve.auth)
+        message += " (give a token: orloj --api-token, $ORLOJ_API_TOKEN, or Client(token=...))"
     exc = cls(message, field=fld, code=code)
     if cls is OrlojError:
         exc.status = status
@@ -415,6 +417,47 @@ class Client:
         plan = plan_apply(path_or_docs, run=run, namespace=namespace)
         return [self.create(item.doc) for item in plan.objects]
 
+    def export(self, namespace: str | None = None) -> list[dict]:
+        """Every object of every kind (all namespaces when ``namespace`` is None), in dependency
+        order, as a backup holds them: Secrets masked, mirrored Workers left out (``orloj_ray.backup``)."""
+        from orloj_ray.backup import EXPORT_ORDER, for_export
+
+        docs = (for_export(obj) for kind in EXPORT_ORDER for obj in self.list(kind, namespace))
+        return [doc for doc in docs if doc is not None]
+
+    def import_objects(self, docs: Iterable[dict], *,
+                       on_result: Callable[[str, dict, str], None] | None = None):
+        """Restore an export (``orloj_ray.backup`` states the rules); returns an ``ImportReport``.
+        ``on_result(action, doc, detail)`` is called per object: created, updated, unchanged,
+        recreate-secret or failed. A refused object does not stop the others."""
+        from orloj_ray import backup
+
+        report = backup.ImportReport()
+        for doc in backup.ordered(docs):
+            info, ref = self.kind(str(doc.get("kind", ""))), backup.ref(doc)
+            meta = doc.get("metadata") or {}
+            live = self.request("GET", f"/v1/{info.plural}/{meta.get('name')}",
+                                params={"namespace": meta.get("namespace") or "default"}, allow_404=True)
+            if live is not None and (info.kind in backup.RECORD_KINDS or backup.is_masked_secret(doc)):
+                action, detail = "unchanged", "exists; left as it is"
+            elif backup.is_masked_secret(doc):
+                action, detail = "recreate-secret", "values are masked in the export: re-create it with orloj create secret"
+            else:
+                try:
+                    self.create(backup.for_import(doc))
+                    action, detail = ("created", "") if live is None else ("updated", "")
+                except OrlojError as exc:
+                    if isinstance(exc, Unavailable):
+                        raise
+                    action, detail = "failed", exc.message
+            {"created": report.created, "updated": report.updated, "unchanged": report.unchanged,
+             "recreate-secret": report.secrets_to_recreate}.get(action, []).append(ref)
+            if action == "failed":
+                report.failed.append((ref, detail))
+            if on_result:
+                on_result(action, doc, detail)
+        return report
+
     def create_secret(self, name: str, data: dict[str, str], *, namespace: str = "default") -> dict:
         from orloj_ray.resources import normalize
 
@@ -676,6 +719,16 @@ class Client:
     def runtime(self) -> dict:
         """``GET /v1/runtime``: ``{"ray": {"address", "dashboard_url", "nodes"}, "store", "log", "mode"}``."""
         return self.request("GET", "/v1/runtime") or {}
+
+    def audit(self, namespace: str | None = None, *, task: str | None = None, agent: str | None = None,
+              decision: str | None = None, code: str | None = None, subject: str | None = None,
+              after: int | None = None, limit: int | None = None) -> dict:
+        """``GET /v1/audit``: governance decisions, oldest first, ``{"items", "continue"?}``.
+        ``namespace`` None: all namespaces. Filters match exactly; ``after`` is a record id."""
+        params = {k: v for k, v in (("namespace", namespace), ("task", task), ("agent", agent),
+                                    ("decision", decision), ("code", code), ("subject", subject),
+                                    ("after", after), ("limit", limit)) if v not in (None, "")}
+        return self.request("GET", "/v1/audit", params=params) or {"items": []}
 
     def approve(self, name: str, *, namespace: str = "default", decided_by: str | None = None,
                 reason: str | None = None) -> dict:

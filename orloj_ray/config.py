@@ -11,8 +11,10 @@ Secrets in here (``database_url`` may carry a password, ``api_tokens``) never ap
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 MODES = ("message-driven", "sequential")
@@ -26,7 +28,11 @@ _ENV = {
     "database_url": "ORLOJ_DATABASE_URL",
     "log": "ORLOJ_LOG",
     "nats_url": "ORLOJ_NATS_URL",
+    "nats_monitor_url": "ORLOJ_NATS_MONITOR_URL",
     "tool_allowed_networks": "ORLOJ_TOOL_ALLOWED_NETWORKS",
+    "tool_exec_paths": "ORLOJ_TOOL_EXEC_PATHS",
+    "tool_wasm_module": "ORLOJ_TOOL_WASM_MODULE",
+    "task_retention": "ORLOJ_TASK_RETENTION",
     "auth_mode": "ORLOJ_AUTH_MODE",
     "api_tokens": "ORLOJ_API_TOKENS",
 }
@@ -47,10 +53,19 @@ class ServerConfig:
     """PostgreSQL URL for ``store: postgres`` (``postgresql://user:pass@host:5432/db``)."""
     log: str = "memory"
     """The message log: ``memory`` (embedded) or ``jetstream``."""
-    nats_url: str = "nats://127.0.0.1:4222"
-    """NATS server(s) for ``log: jetstream``, comma-separated."""
+    nats_url: str = ""
+    """NATS server(s) for ``log: jetstream``, comma-separated; empty: ``orloj up`` starts a local one."""
+    nats_monitor_url: str = ""
+    """The NATS monitoring endpoint for the durability check; empty: port 8222 on the NATS host."""
     tool_allowed_networks: tuple[str, ...] = ()
     """CIDRs that tools may reach although they are private/loopback (the SSRF guard's exceptions)."""
+    tool_exec_paths: tuple[str, ...] = ()
+    """Absolute directories from which sandboxed ``exec:`` tool programs and wasm modules may be loaded."""
+    tool_wasm_module: str = ""
+    """Default wasm module for ``type: wasm`` tools without an endpoint (upstream ``--tool-wasm-module``)."""
+    task_retention: str = "168h"
+    """How long a finished task keeps its trace, history and messages (a Go duration; ``0`` keeps
+    them forever). Default 7 days. See ``orloj_ray.engine.retention``."""
     auth_mode: str = ""
     """``off`` or ``token``; empty: ``off`` when the API binds loopback, else ``token``."""
     api_tokens: str = field(default="", repr=False)
@@ -62,8 +77,19 @@ class ServerConfig:
         _check("log", self.log, LOGS)
         if self.auth_mode:
             _check("auth_mode", self.auth_mode, AUTH_MODES)
+        try:
+            self.task_retention_delta()
+        except ValueError as exc:
+            raise ConfigError(f'invalid task retention "{self.task_retention}": {exc} '
+                              f"(ORLOJ_TASK_RETENTION; e.g. 168h, 0 keeps forever)") from None
         if self.store == "postgres" and not self.database_url:
             raise ConfigError("store postgres needs a database URL: --database-url or ORLOJ_DATABASE_URL")
+        for net in self.tool_allowed_networks:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ConfigError(f'invalid tool allowed network "{net}": expected a CIDR such as 127.0.0.0/8 '
+                                  "(--tool-allowed-networks, or ORLOJ_TOOL_ALLOWED_NETWORKS)") from None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "ServerConfig":
@@ -87,12 +113,18 @@ class ServerConfig:
         for key in ("mode", "store", "log", "auth_mode"):
             if key in values and isinstance(values[key], str):
                 values[key] = values[key].strip().lower()
-        nets = values.get("tool_allowed_networks")
-        if isinstance(nets, str):
-            values["tool_allowed_networks"] = tuple(n.strip() for n in nets.split(",") if n.strip())
-        elif nets is not None:
-            values["tool_allowed_networks"] = tuple(nets)
+        for key in ("tool_allowed_networks", "tool_exec_paths"):
+            items = values.get(key)
+            if isinstance(items, str):
+                values[key] = tuple(n.strip() for n in items.split(",") if n.strip())
+            elif items is not None:
+                values[key] = tuple(items)
         return cls(**values)
+
+    def task_retention_delta(self) -> timedelta:
+        from orloj_ray.resources.durations import parse_duration
+
+        return parse_duration(str(self.task_retention).strip())
 
     def with_(self, **changes) -> "ServerConfig":
         return replace(self, **changes)
@@ -115,6 +147,7 @@ class ServerConfig:
         for name in _SECRET_FIELDS:
             data[name] = "***" if data[name] else ""
         data["tool_allowed_networks"] = list(self.tool_allowed_networks)
+        data["tool_exec_paths"] = list(self.tool_exec_paths)
         return data
 
 

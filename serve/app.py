@@ -6,8 +6,9 @@ No Ray here: ``serve/deployment.py`` wraps this app with Ray Serve, and tests dr
 ``httpx.ASGITransport``. Creating a task only stores it; nothing here waits on agent work.
 
 Modules: ``routes_resources`` (generic CRUD over the 15 kinds), ``sse`` (watch streams),
-``routes_tasks`` (logs, messages, metrics), ``routes_approvals`` (approve/deny), ``errors`` (the JSON error
-envelope), ``middleware`` (request id, body limit), ``codec`` (body decoding, redaction).
+``routes_tasks`` (logs, messages, metrics), ``routes_approvals`` (approve/deny), ``routes_audit`` (audit trail), ``errors`` (the JSON error
+envelope), ``middleware`` (request id, body limit), ``codec`` (body decoding, redaction),
+``routes_webhooks`` (signed TaskWebhook deliveries), ``auth`` (bearer tokens and roles).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any, Awaitable, Callable
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
-from serve import routes_approvals, routes_resources, routes_tasks, sse
+from serve import auth as api_auth
+from serve import routes_approvals, routes_audit, routes_memories, routes_resources, routes_tasks, routes_webhooks, sse
 from serve.codec import now_rfc3339
 from serve.errors import JSONResponse, install_error_handlers
 from serve.middleware import MAX_BODY_BYTES, RequestContext
@@ -51,14 +53,17 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     heartbeat_s: float = 15.0,
     wait_s: float = 1.0,
+    auth: api_auth.Authenticator | None = None,
 ) -> FastAPI:
     """Build the API over ``store``.
 
     ``runtime_info``: optional async callable whose dict ``GET /v1/runtime`` returns (``{}``
     without one). ``max_body_bytes``: request body limit, default 4 MiB as upstream.
     ``heartbeat_s`` / ``wait_s``: SSE keep-alive interval (default 15 s) and the longest wait
-    between client-disconnect checks (default 1 s).
+    between client-disconnect checks (default 1 s). ``auth``: bearer-token checks
+    (``serve.auth``); None means off, as on a loopback-only API.
     """
+    auth = auth or api_auth.Authenticator.off()
     app = FastAPI(
         title="orloj-ray",
         docs_url=None,
@@ -68,6 +73,8 @@ def create_app(
     )
     app.state.store = store
     install_error_handlers(app)
+    if auth.enabled:  # added first, so it runs inside RequestContext (request id, body limit)
+        app.add_middleware(api_auth.TokenAuth, authenticator=auth)
     app.add_middleware(RequestContext, max_body_bytes=max_body_bytes)
 
     async def healthz() -> JSONResponse:
@@ -112,6 +119,10 @@ def create_app(
     routes_resources.register(app, store)
     routes_tasks.register(app, store)
     routes_approvals.register(app, store)
+    routes_audit.register(app, store)
+    routes_memories.register(app, store)
+    routes_webhooks.register(app, store)
+    api_auth.register(app, auth)
     return app
 
 

@@ -11,9 +11,11 @@ import asyncio
 import ray
 from ray import serve
 
+from actors.memory_host import RemoteMemoryService
 from actors.store_host import RemoteStore
 from orloj_ray.config import ServerConfig
 from serve.app import create_app
+from serve.auth import Authenticator, resolve_auth_mode
 
 APP_NAME = "orloj"
 MAX_ONGOING_REQUESTS = 1000
@@ -51,10 +53,18 @@ class OrlojApi:
         }
 
     def __serve_build_asgi_app__(self):
-        return create_app(RemoteStore(), runtime_info=self.runtime_info)
+        app = create_app(RemoteStore(), runtime_info=self.runtime_info,
+                         auth=Authenticator.from_config(self._config))
+        app.state.memory = RemoteMemoryService()  # the memory host agent actors write to
+        return app
 
 
 def deploy_api(cluster: dict, config: ServerConfig, *, host: str, port: int) -> None:
-    """Start Serve's HTTP proxy on host:port and (re)deploy the API app at ``/``."""
+    """Start Serve's HTTP proxy on host:port and (re)deploy the API app at ``/``.
+
+    The auth mode is decided here, where the bind host is known (``serve.auth``): a token mode
+    without tokens fails now, in the caller, with the fix in the message.
+    """
+    config = resolve_auth_mode(config, host)
     serve.start(http_options={"host": host, "port": port}, detached=True)
     serve.run(OrlojApi.bind(cluster, config), name=APP_NAME, route_prefix="/", blocking=False)

@@ -1,10 +1,16 @@
-"""``POST /v1/tool-approvals/{name}/approve`` and ``/deny`` (api.md section 10)."""
+"""``POST /v1/tool-approvals/{name}/approve`` and ``/deny`` (api.md section 10).
+
+Each decision is also an audit record (``approved`` / ``approval_denied``, with who decided);
+the controller resumes the waiting task when it sees the approval change.
+"""
 
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
 
 from orloj_ray.errors import Conflict
+from orloj_ray.governance import audit_record, persist_audit
+from orloj_ray.governance.approvals import MESSAGE_ANNOTATION
 from orloj_ray.store import Event, mutate_status
 from serve.codec import now_rfc3339, read_optional_json
 from serve.errors import JSONResponse
@@ -49,6 +55,14 @@ def _register_decision(app: FastAPI, store, verb: str, phase: str, decision: str
             name=name, namespace=namespace, action=decision, data=obj,
             resource_version=str(obj.get("metadata", {}).get("resourceVersion", "")),
         ))
+        spec = obj.get("spec") or {}
+        await persist_audit(store, [audit_record(
+            "approved" if decision == "approved" else "approval_denied", namespace=namespace,
+            task=str(spec.get("task_ref") or "").split("/", 1)[-1], agent=spec.get("agent", ""), subject_kind="tool",
+            subject=spec.get("tool", ""), code="" if decision == "approved" else "approval_denied",
+            rule=f"ToolApproval/{name}", reason=str(body.get("reason") or f"tool approval {decision}"),
+            decided_by=decided_by or "anonymous",
+            message_id=((obj.get("metadata") or {}).get("annotations") or {}).get(MESSAGE_ANNOTATION, ""))])
         return JSONResponse(obj)
 
     app.add_api_route(f"/v1/tool-approvals/{{name}}/{verb}", decide, methods=["POST"],

@@ -26,6 +26,26 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def pg_url():
+    """URL of a fresh PostgreSQL database for this test session, dropped at the end.
+
+    The machine's server on 127.0.0.1:5432 when it answers, else a throwaway server on a free
+    loopback port (tests/pg_server.py), stopped at the end.
+    """
+    from pg_server import find_or_start
+
+    server = find_or_start()
+    try:
+        url = server.create_database()
+        try:
+            yield url
+        finally:
+            server.drop_database(url)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
     """A Ray head in this process, shared by every test that needs Ray."""
     from cluster.ray_env import apply_local_env
@@ -49,9 +69,13 @@ def orloj_api(ray_cluster):
     from cluster.local import deploy, undeploy
 
     port = free_port()
+    from orloj_ray.config import ServerConfig
+
+    # tools in tests run on loopback: allowed the way an operator would (--tool-allowed-networks)
     url = deploy(host="127.0.0.1", port=port,
                  cluster={"ray_address": ray_cluster.address_info.get("gcs_address", ""), "store": "memory",
-                          "log": "memory", "mode": "message-driven"})
+                          "log": "memory", "mode": "message-driven"},
+                 config=ServerConfig.from_env(mode="message-driven", tool_allowed_networks="127.0.0.0/8"))
     yield url
     if ray.is_initialized():  # a multi-node module may have shut the shared cluster down already
         undeploy()

@@ -84,8 +84,9 @@ async def test_approve_flow(client, store):
     assert status["decided_at"].endswith("Z")
 
     events = await store.events_after(cursor)
-    assert [e.type for e in events] == ["resource.status", "resource.approved"]
-    assert events[-1].kind == "ToolApproval" and events[-1].name == "ta-1" and events[-1].action == "approved"
+    # the decision is also an audit record, published on the stream
+    assert [e.type for e in events] == ["resource.status", "resource.approved", "audit.approved"]
+    assert events[1].kind == "ToolApproval" and events[1].name == "ta-1" and events[1].action == "approved"
 
     r = await client.post("/v1/tool-approvals/ta-1/deny")
     assert r.status_code == 409
@@ -101,7 +102,7 @@ async def test_deny_flow_and_missing(client, store):
     assert r.status_code == 200, r.text
     assert r.json()["status"]["phase"] == "Denied"
     assert r.json()["status"]["decision"] == "denied"
-    assert [e.type for e in await store.events_after(cursor)][-1] == "resource.denied"
+    assert [e.type for e in await store.events_after(cursor)][-2:] == ["resource.denied", "audit.approval_denied"]
 
     r = await client.post("/v1/tool-approvals/nope/approve")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"

@@ -1,5 +1,6 @@
 """Task execution in-process (LocalAgentRuntime over a MemoryStore): the same engine the
-Supervisor runs on Ray, without Ray."""
+Supervisor runs on Ray, without Ray. Every test runs twice: turns handed over directly (as in
+sequential mode) and through the message log as the mailbox (as in message-driven mode)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,29 @@ from pathlib import Path
 
 import pytest
 
-from orloj_ray.engine.controller import Controller
 from orloj_ray.engine.runtime import LocalAgentRuntime
 from orloj_ray.store import MemoryStore
+from orloj_ray.engine.mailbox import Mailbox
+from orloj_ray.messaging import MemoryLog
 from tests_support import agent_ends, load
+
+_DELIVERY = {"via": "direct"}
+
+
+@pytest.fixture(autouse=True, params=["direct", "log"])
+def delivery(request):
+    _DELIVERY["via"] = request.param
+    yield request.param
+    _DELIVERY["via"] = "direct"
+
+
+def Controller(store, runtime, **kwargs):  # noqa: N802 - the engine's Controller, delivering as the test asks
+    from orloj_ray.engine.controller import Controller as Engine
+
+    if _DELIVERY["via"] == "log" and "mailbox" not in kwargs:
+        kwargs["mailbox"] = Mailbox(MemoryLog(ack_wait_s=5.0), store)
+    return Engine(store, runtime, **kwargs)
+
 
 async def run_until_done(store, name: str, *, timeout: float = 10.0) -> dict:
     controller = Controller(store, LocalAgentRuntime(), worker="test-worker")

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from nats_server import NatsServer, nats_server_binary
+from cluster.nats_server import NatsServer, nats_server_binary
 from orloj_ray.messaging import DurableLog, Envelope, MemoryLog, message_id, subject_for
 
 _ids = itertools.count(1)

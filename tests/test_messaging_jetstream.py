@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from nats_server import NatsServer, nats_server_binary
+from cluster.nats_server import NatsServer, nats_server_binary
 from orloj_ray.errors import Unavailable
 from orloj_ray.messaging import Envelope, message_id, subject_for
 

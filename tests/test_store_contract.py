@@ -12,10 +12,15 @@ from orloj_ray.errors import Conflict, InvalidResource, NotFound
 from orloj_ray.store import Event, MemoryStore, Store, mutate_status, parse_label_selector
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "postgres"])
 async def store(request) -> Store:
     if request.param == "memory":
         yield MemoryStore()
+    else:
+        from pg_server import fresh_postgres_store
+
+        async with fresh_postgres_store(request.getfixturevalue("pg_url")) as pg:
+            yield pg
 
 
 def agent(name: str, namespace: str | None = "default", *, labels: dict | None = None, **spec) -> dict:
@@ -558,6 +563,50 @@ async def test_mutate_status_gives_up_after_retries(store):
 async def test_mutate_status_missing_object(store):
     with pytest.raises(NotFound):
         await mutate_status(store, "Agent", "default", "nope", lambda s: s)
+
+
+# -- audit trail ------------------------------------------------------------------------------
+
+
+def audit(decision: str, **fields) -> dict:
+    return {"timestamp": "2026-01-01T00:00:00Z", "namespace": "default", "task": "t", "agent": "a",
+            "subject_kind": "tool", "subject": "web", "decision": decision, "code": "", **fields}
+
+
+async def test_append_audit_assigns_increasing_ids(store):
+    first = await store.append_audit(audit("allowed", id=99, attempt=2))
+    second = await store.append_audit(audit("denied", code="tool_not_permitted"))
+    assert (first["id"], second["id"]) == (1, 2)
+    assert first == {**audit("allowed", attempt=2), "id": 1}
+    assert await store.list_audit() == [first, second]
+
+
+async def test_list_audit_filters_after_and_limit(store):
+    await store.append_audit(audit("allowed"))
+    await store.append_audit(audit("denied", namespace="team", task="x", code="c1"))
+    await store.append_audit(audit("denied", agent="b", subject="shell", code="c2"))
+    await store.append_audit(audit("approved", namespace="team"))
+    ids = lambda records: [r["id"] for r in records]  # noqa: E731
+    assert ids(await store.list_audit(decision="denied")) == [2, 3]
+    assert ids(await store.list_audit("team")) == [2, 4]
+    assert ids(await store.list_audit("")) == [1, 2, 3, 4]
+    assert ids(await store.list_audit(task="x", code="c1")) == [2]
+    assert ids(await store.list_audit(agent="b", subject="shell")) == [3]
+    assert ids(await store.list_audit(decision="denied", task="t")) == [3]
+    assert ids(await store.list_audit(decision="nope")) == []
+    assert ids(await store.list_audit(after=2)) == [3, 4]
+    assert ids(await store.list_audit(limit=2)) == [1, 2]
+    assert ids(await store.list_audit(after=1, limit=2)) == [2, 3]
+    assert ids(await store.list_audit(limit=0)) == [1, 2, 3, 4]
+
+
+async def test_audit_records_are_copies(store):
+    record = audit("denied", code="c")
+    stored = await store.append_audit(record)
+    record["code"] = "changed-input"
+    stored["code"] = "changed-output"
+    (await store.list_audit())[0]["code"] = "changed-list"
+    assert [r["code"] for r in await store.list_audit()] == ["c"]
 
 
 # -- label selector parser ---------------------------------------------------------------------

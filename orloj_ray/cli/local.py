@@ -101,6 +101,11 @@ def up(
         "--log", help="message log: memory (default, embedded) or jetstream (env ORLOJ_LOG).")] = None,
     nats_url: Annotated[Optional[str], typer.Option(
         "--nats-url", help="NATS server(s) for --log jetstream, comma-separated (env ORLOJ_NATS_URL).")] = None,
+    nats_monitor_url: Annotated[Optional[str], typer.Option(
+        "--nats-monitor-url", help="NATS monitoring URL for the durability check (env ORLOJ_NATS_MONITOR_URL).")] = None,
+    task_retention: Annotated[Optional[str], typer.Option(
+        "--task-retention", help="Keep finished tasks' trace/history this long, e.g. 168h; 0 keeps them "
+                                 "(env ORLOJ_TASK_RETENTION).")] = None,
     tool_allowed_networks: Annotated[Optional[str], typer.Option(
         "--tool-allowed-networks",
         help="Comma-separated CIDRs tools may reach although private/loopback, e.g. 127.0.0.0/8 "
@@ -114,7 +119,8 @@ def up(
 
     try:
         config = ServerConfig.from_env(mode=mode, store=store, database_url=database_url, log=log_backend,
-                                       nats_url=nats_url, tool_allowed_networks=tool_allowed_networks,
+                                       nats_url=nats_url, nats_monitor_url=nats_monitor_url,
+                                       task_retention=task_retention, tool_allowed_networks=tool_allowed_networks,
                                        auth_mode=auth_mode)
     except ConfigError as exc:
         fail(str(exc), 2)

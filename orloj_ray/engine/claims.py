@@ -75,13 +75,22 @@ def claimable(task: dict, worker: str = "", now: datetime | None = None) -> bool
     return bool(worker) and takeover_reason(task, worker, now) is not None
 
 
-async def claim(store, task: dict, worker: str, *, lease_s: float = LEASE_S) -> dict | None:
-    """Take the task for ``worker`` (a new attempt, or a takeover); None when someone else won."""
+async def claim(store, task: dict, worker: str, *, lease_s: float = LEASE_S, resume: str | None = None) -> dict | None:
+    """Take the task for ``worker`` (a new attempt, or a takeover); None when someone else won.
+
+    ``resume``: a ``WaitingApproval`` task whose approval was decided continues its attempt
+    (same messages, same epoch chain) with this history message.
+    """
     status = dict(task.get("status") or {})
     now = datetime.now(timezone.utc)
-    reason = takeover_reason(task, worker, now)
+    if resume is not None and status.get("phase") != "WaitingApproval":
+        return None
+    reason = resume if resume is not None else takeover_reason(task, worker, now)
     history = status.setdefault("history", [])
-    if reason is None:  # a fresh attempt
+    if resume is not None:
+        status.pop("pendingApproval", None)
+        history.append({"timestamp": now_rfc3339_nano(), "type": "running", "worker": worker, "message": resume})
+    elif reason is None:  # a fresh attempt
         status["attempts"] = int(status.get("attempts") or 0) + 1
         for key in ("nextAttemptAt", "completedAt", "output", "lastError", "errorCode", "messages", "join_states"):
             status.pop(key, None)

@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from orloj_ray.engine.claims import LEASE_S, claim, claimable
 from orloj_ray.engine.executor import TaskExecutor
+from orloj_ray.engine.mailbox import Mailbox
+from orloj_ray.engine.mcp_sync import McpSync
 from orloj_ray.engine.owned import delete_owned
 from orloj_ray.engine.reconcile import SOURCE as RECONCILER, AgentProbe, reconcile
+from orloj_ray.engine.retention import DEFAULT_TASK_RETENTION, prune_finished
 from orloj_ray.engine.runtime import AgentRuntime
+from orloj_ray.governance.workflow import approval_outcome
+from orloj_ray.engine.schedules import NAME_LABEL as SCHEDULE_LABEL, SOURCE as SCHEDULER, ScheduleController, utcnow
 from orloj_ray.errors import NotFound
 
 log = logging.getLogger("orloj_ray.controller")
 
-RECONCILED = ("Agent", "AgentSystem", "ModelEndpoint", "Tool", "Secret", "Memory", "Worker")
+RECONCILED = ("Agent", "AgentSystem", "ModelEndpoint", "Tool", "Secret", "Memory", "Worker", "McpServer")
 DEPENDENTS = {"ModelEndpoint": ("Agent",), "Agent": ("AgentSystem",), "Secret": ("Agent",)}
 
 
@@ -35,7 +42,9 @@ async def list_all(store, kind: str, namespace: str | None = None) -> list[dict]
 class Controller:
     def __init__(self, store, runtime: AgentRuntime, *, worker: str, probe: AgentProbe | None = None,
                  max_concurrent_tasks: int = 256, resync_s: float = 30.0, lease_scan_s: float = 5.0,
-                 lease_s: float = LEASE_S, max_parallel_turns: int | None = None):
+                 lease_s: float = LEASE_S, max_parallel_turns: int | None = None, mailbox: Mailbox | None = None,
+                 clock: Callable[[], datetime] = utcnow, schedule_max_sleep_s: float = 30.0,
+                 task_retention: timedelta = DEFAULT_TASK_RETENTION, retention_scan_s: float = 300.0):
         self.store = store
         self.runtime = runtime
         self.worker = worker
@@ -45,36 +54,114 @@ class Controller:
         self.lease_scan_s = lease_scan_s
         self.lease_s = lease_s
         self.max_parallel_turns = max_parallel_turns
+        self.mailbox = mailbox
+        """The message log as every agent's mailbox (message-driven); None: turns are handed over directly."""
         self.running: dict[str, asyncio.Task] = {}
+        self._executors: dict[str, TaskExecutor] = {}
         self._stop = asyncio.Event()
         self._cursor = 0
+        self.mcp = McpSync(store)
+        self.clock = clock
+        self.schedules = ScheduleController(store, clock=clock)
+        self.schedule_max_sleep_s = schedule_max_sleep_s
+        self.task_retention = task_retention
+        """Finished tasks older than this lose their trace/history/messages (0: kept); ``ServerConfig.task_retention``."""
+        self.retention_scan_s = retention_scan_s
+        """Longest sleep between TaskSchedule ticks: a bound, since clocks jump."""
 
     def stop(self) -> None:
         self._stop.set()
 
+    async def drain(self, timeout_s: float = 30.0) -> int:
+        """Graceful shutdown: stop claiming, let running turns finish and record, start no new
+        turn, and release every lease so the next supervisor resumes at once. Runs still going
+        after ``timeout_s`` are cancelled (their leases then expire). Returns the tasks drained."""
+        self.stop()
+        executors = list(self._executors.values())
+        for executor in executors:
+            executor.drain()
+        runs = [t for t in self.running.values() if not t.done()]
+        if runs:
+            _, pending = await asyncio.wait(runs, timeout=timeout_s)
+            for run in pending:
+                run.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5.0)
+        return len(executors)
+
     async def run(self) -> None:
+        if self.mailbox is None:
+            await self._loop()
+            return
+        deliveries = asyncio.create_task(self.mailbox.run(self._stop), name="mailbox")
+        try:
+            await self._loop()
+        finally:
+            self._stop.set()
+            await deliveries
+
+    async def _loop(self) -> None:
         self._cursor = await self.store.last_event_id()
         await self._safely(self.resync)
         loop = asyncio.get_running_loop()
         next_resync = loop.time() + self.resync_s
         next_scan = loop.time() + self.lease_scan_s
+        next_schedule = loop.time()
+        next_retention = loop.time()
         while not self._stop.is_set():
             events = []
-            try:
-                events = await self.store.events_after(self._cursor, timeout_s=1.0)
+            try:  # also wake for the next schedule slot
+                wait_s = max(0.0, min(1.0, next_schedule - loop.time()))
+                events = await self.store.events_after(self._cursor, timeout_s=wait_s)
             except Exception:
                 log.exception("reading store events failed")
                 await asyncio.sleep(1.0)
             if events:
                 self._cursor = events[-1].id
             await self._safely(self.claim_due, events)
+            await self._safely(self.resume_approvals, events)
             await self._safely(self.reconcile_changed, events)
+            next_schedule = self._schedule_wakeup(events, next_schedule, loop.time())
+            if loop.time() >= next_schedule:
+                next_schedule = loop.time() + await self.schedule_tick()
             if loop.time() >= next_scan:  # expired leases produce no event: look for them
                 next_scan = loop.time() + self.lease_scan_s
                 await self._safely(self.claim_due, None)
+                await self._safely(self.resume_approvals, None)
             if loop.time() >= next_resync:
                 next_resync = loop.time() + self.resync_s
                 await self._safely(self.resync)
+            if loop.time() >= next_retention:
+                next_retention = loop.time() + self.retention_scan_s
+                await self._safely(self.prune_retention)
+        await self.mcp.aclose()
+
+    async def prune_retention(self) -> int:
+        """Drop the per-step records of tasks finished longer than ``task_retention`` ago."""
+        return await prune_finished(self.store, self.clock(), self.task_retention)
+
+    async def schedule_tick(self) -> float:
+        """Reconcile every TaskSchedule; returns the seconds until the next slot (bounded)."""
+        try:
+            due = await self.schedules.tick()
+        except Exception:
+            log.exception("controller step schedule_tick failed")
+            return self.schedule_max_sleep_s
+        if due is None:
+            return self.schedule_max_sleep_s
+        return min(self.schedule_max_sleep_s, max(0.05, (due - self.clock()).total_seconds()))
+
+    @staticmethod
+    def _schedule_wakeup(events, at: float, now: float) -> float:
+        """Tick now when a schedule changed, within a second when one of its runs did."""
+        for e in events:
+            if e.source == SCHEDULER:
+                continue
+            if e.kind == "TaskSchedule":
+                return now
+            if e.kind == "Task" and SCHEDULE_LABEL in (((e.data or {}).get("metadata") or {}).get("labels") or {}):
+                at = min(at, now + 1.0)
+        return at
 
     async def _safely(self, step, *args) -> None:
         try:
@@ -110,22 +197,78 @@ class Controller:
             run.add_done_callback(lambda _t, key=key: self.running.pop(key, None))
         return claimed
 
+    async def resume_approvals(self, events=None) -> int:
+        """Resume ``WaitingApproval`` tasks whose approval was decided or has expired (those the
+        ToolApproval ``events`` name, or all of them when ``events`` is None). The resumed run
+        re-runs only the interrupted turn; a denied or expired approval fails it there."""
+        if events is not None:
+            refs = set()
+            for e in events:
+                if e.kind != "ToolApproval" or e.type == "resource.deleted":
+                    continue
+                try:
+                    approval = await self.store.get("ToolApproval", e.namespace, e.name)
+                except NotFound:
+                    continue
+                ref = str((approval.get("spec") or {}).get("task_ref") or "")
+                refs.add(tuple(ref.split("/", 1)) if "/" in ref else (e.namespace, ref))
+            tasks = []
+            for ns, name in refs:
+                try:
+                    tasks.append(await self.store.get("Task", ns, name))
+                except NotFound:
+                    continue
+        else:
+            tasks = [t for t in await list_all(self.store, "Task") if (t.get("status") or {}).get("phase") == "WaitingApproval"]
+        resumed = 0
+        for task in tasks:
+            status, meta = task.get("status") or {}, task["metadata"]
+            key = f'{meta["namespace"]}/{meta["name"]}'
+            if status.get("phase") != "WaitingApproval" or key in self.running or len(self.running) >= self.max_concurrent:
+                continue
+            why = await approval_outcome(self.store, meta["namespace"], status.get("pendingApproval") or "")
+            if why is None:
+                continue
+            owned = await claim(self.store, task, self.worker, lease_s=self.lease_s, resume=why)
+            if owned is not None:
+                resumed += 1
+                self._launch(key, owned)
+        return resumed
+
+    def _launch(self, key: str, owned: dict) -> None:
+        run = asyncio.create_task(self._run_task(owned), name=f"task:{key}")
+        self.running[key] = run
+        run.add_done_callback(lambda _t, key=key: self.running.pop(key, None))
+
     async def _run_task(self, task: dict) -> None:
         executor = TaskExecutor(self.store, self.runtime, task, worker=self.worker, lease_s=self.lease_s,
-                                max_parallel_turns=self.max_parallel_turns)
+                                max_parallel_turns=self.max_parallel_turns, mailbox=self.mailbox)
+        key = f'{task["metadata"]["namespace"]}/{task["metadata"]["name"]}'
+        self._executors[key] = executor
         try:
             await executor.run()
         except Exception:
             log.exception("task %s/%s crashed the executor", task["metadata"]["namespace"], task["metadata"]["name"])
+        finally:
+            self._executors.pop(key, None)
         if executor.resolved is not None:  # its agents' actors may have just started: refresh their status
             for agent in executor.resolved.agents.values():
-                await self._safely(self._refresh, "Agent", agent["metadata"]["namespace"], agent["metadata"]["name"])
+                status, meta = agent.get("status") or {}, agent["metadata"]
+                if status.get("phase") == "Ready" and status.get("actor") == "running":
+                    continue  # already says so (as read when the task started); resync covers the rest
+                await self._safely(self._refresh, "Agent", meta["namespace"], meta["name"])
 
     async def _refresh(self, kind: str, namespace: str, name: str) -> None:
         try:
             obj = await self.store.get(kind, namespace, name)
         except NotFound:
             return  # deleted meanwhile
+        await self._reconcile(obj)
+
+    async def _reconcile(self, obj: dict) -> None:
+        if obj["kind"] == "McpServer":  # connects in the background: a slow server never stalls the loop
+            self.mcp.kick(obj)
+            return
         await reconcile(self.store, obj, self.probe)
 
     async def reconcile_changed(self, events) -> None:
@@ -137,6 +280,8 @@ class Controller:
                 todo.add((e.kind, e.namespace, e.name))
             elif e.kind == "Agent":
                 await delete_owned(self.store, e.namespace, e.name)
+            elif e.kind == "McpServer":
+                await self.mcp.server_deleted(e.namespace, e.name)
             for dependent in DEPENDENTS.get(e.kind, ()):
                 for item in (await self.store.list(dependent, e.namespace)).items:
                     todo.add((dependent, e.namespace, item["metadata"]["name"]))
@@ -147,4 +292,4 @@ class Controller:
         await self.claim_due(None)
         for kind in RECONCILED:
             for obj in await list_all(self.store, kind):
-                await reconcile(self.store, obj, self.probe)
+                await self._reconcile(obj)

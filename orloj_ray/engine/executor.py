@@ -22,10 +22,13 @@ from orloj_ray.engine.claims import LEASE_S, LeaseLost
 from orloj_ray.engine.retry import RetryPolicy, decide
 from orloj_ray.engine.resolve import ResolvedTask, TaskInvalid, resolve_task
 from orloj_ray.engine.runtime import AgentRuntime
-from orloj_ray.engine.status import TaskRecorder, TaskStopped
+from orloj_ray.engine.status import ApprovalPause, TaskRecorder, TaskStopped
+from orloj_ray.governance import APPROVAL_PENDING, load_turn_governance, persist_audit
+from orloj_ray.governance import workflow as approvals
 from orloj_ray.engine.turn import TurnRequest, TurnResult
 from orloj_ray.errors import Unavailable
-from orloj_ray.messaging import message_id
+from orloj_ray.engine.mailbox import Mailbox, Verdict
+from orloj_ray.messaging import Delivery, Envelope, message_id
 
 log = logging.getLogger("orloj_ray.executor")
 UNFINISHED = ("Queued", "Running", "RetryPending")
@@ -34,24 +37,9 @@ REDELIVERIES = 5
 REDELIVERY_BASE_S = 0.5
 
 
-@dataclass
-class Envelope:
-    message_id: str
-    from_agent: str
-    to_agent: str
-    branch_id: str
-    content: str
-    hop: int
-    parent_branch_id: str = ""
-    parent_id: str = ""
-    type: str = "task_handoff"
-
-    @classmethod
-    def from_record(cls, record: dict) -> "Envelope":
-        hop = record["message_id"].split("/h", 1)[-1].split("/", 1)[0]
-        return cls(record["message_id"], record["from_agent"], record["to_agent"], record.get("branch_id", ""),
-                   record.get("content", ""), int(hop) if hop.isdigit() else 1, record.get("parent_branch_id", ""),
-                   record.get("parent_id", ""), record.get("type", "task_handoff"))
+def _hop(message_id_: str) -> int:
+    hop = message_id_.split("/h", 1)[-1].split("/", 1)[0]
+    return int(hop) if hop.isdigit() else 1
 
 
 @dataclass
@@ -59,6 +47,10 @@ class _JoinState:
     required: int
     sources: list[Envelope] = field(default_factory=list)
     activated_by: str = ""
+
+
+class Drained(Exception):
+    """The supervisor is draining: no new turn starts; the task is resumed by the next owner."""
 
 
 class TaskFailed(Exception):
@@ -81,7 +73,7 @@ class TaskExecutor:
     """Executes (or resumes) one task attempt. Create one per run; not reusable."""
 
     def __init__(self, store, runtime: AgentRuntime, task: dict, *, worker: str, lease_s: float = LEASE_S,
-                 max_parallel_turns: int | None = None):
+                 max_parallel_turns: int | None = None, mailbox: Mailbox | None = None):
         self.store = store
         self.runtime = runtime
         self.task = task
@@ -95,6 +87,21 @@ class TaskExecutor:
         self._joins: dict[str, _JoinState] = {}
         self._branch_turns: dict[str, int] = {}
         self._turn_slots = asyncio.Semaphore(max_parallel_turns) if max_parallel_turns else None
+        # Delivery bookkeeping (see _send/_on_delivery/_process): a message is "sent" until the
+        # log delivers it, "active" while its delivery is processed, then "finished".
+        self.mailbox = mailbox
+        self._group: asyncio.TaskGroup | None = None
+        self._sent: dict[str, tuple[Envelope, float]] = {}
+        self._active: dict[str, list[Delivery]] = {}
+        self._finished: set[str] = set()
+        self._changed = asyncio.Event()
+        self.draining = False
+        """Set by ``drain``: running turns finish and record, no new one starts."""
+        self._left_unfinished = False
+
+    def drain(self) -> None:
+        self.draining = True
+        self._changed.set()
 
     @property
     def task_id(self) -> str:
@@ -103,6 +110,19 @@ class TaskExecutor:
     def _message_id(self, hop: int, src: str, dst: str) -> str:
         return message_id(self.namespace, self.name, self.attempt, hop, src, dst)
 
+    def _envelope(self, src: str, dst: str, hop: int, branch: str, content: str, **fields) -> Envelope:
+        return Envelope(self._message_id(hop, src, dst), dst, from_agent=src, namespace=self.namespace,
+                        task=self.name, attempt=self.attempt, system=self.spec.get("system", ""),
+                        branch_id=branch, payload=content, hop=hop, **fields)
+
+    def _from_record(self, record: dict) -> Envelope:
+        return Envelope(record["message_id"], record["to_agent"], from_agent=record["from_agent"],
+                        type=record.get("type", "task_handoff"), namespace=self.namespace, task=self.name,
+                        attempt=self.attempt, system=self.spec.get("system", ""),
+                        branch_id=record.get("branch_id", ""), parent_branch_id=record.get("parent_branch_id", ""),
+                        payload=record.get("content", ""), parent_id=record.get("parent_id", ""),
+                        hop=_hop(record["message_id"]))
+
     async def run(self) -> None:
         started = time.monotonic()
         heartbeat = asyncio.create_task(self._heartbeat())
@@ -110,6 +130,12 @@ class TaskExecutor:
             await self._run(started)
         except (LeaseLost, TaskStopped) as exc:
             log.info("task %s stopped: %s", self.task_id, exc)
+        except Drained:
+            log.info("task %s drained; releasing its lease", self.task_id)
+            try:
+                await self.recorder.release()
+            except Exception:  # LeaseLost or the store is gone: the lease simply expires
+                log.info("could not release the lease of %s", self.task_id, exc_info=True)
         finally:
             heartbeat.cancel()
 
@@ -130,29 +156,38 @@ class TaskExecutor:
             await self.recorder.fail("task_invalid", str(exc))
             return
         envelopes = self._restore()
-        if envelopes is None:
+        fresh = envelopes is None
+        if fresh:
             entries = self.resolved.graph.entry_agents()
-            await self.recorder.start(self.resolved, entries)
             kickoff = self.spec.get("input", {}).get("topic") or f"task={self.name} attempt={self.attempt}"
-            envelopes = [
-                Envelope(self._message_id(i + 1, "system", agent), "system", agent, f"b{i + 1:03d}", kickoff,
-                         hop=i + 1, type="task_start")
-                for i, agent in enumerate(entries)
-            ]
-            for env in envelopes:
-                await self.recorder.message_queued(env)
+            envelopes = [self._envelope("system", agent, i + 1, f"b{i + 1:03d}", kickoff, type="task_start")
+                         for i, agent in enumerate(entries)]
+            await self.recorder.start(self.resolved, entries, envelopes)  # one write with the kickoff messages
         else:
             await self.recorder.resumed(len(envelopes))
         failure: TaskFailed | None = None
         stop: Exception | None = None
+        if self.mailbox is not None:
+            self.mailbox.open(self.task_id, self._on_delivery)
         try:
             async with asyncio.TaskGroup() as group:
+                self._group = group
                 for env in envelopes:
-                    group.create_task(self._deliver(env, group))
-        except* (LeaseLost, TaskStopped) as stopped:
+                    if fresh:
+                        await self._send(env)
+                    else:  # resumed from the Store's record: a redelivery from the log joins it
+                        self._take(env)
+                group.create_task(self._until_idle())
+        except* (LeaseLost, TaskStopped, Drained) as stopped:
             stop = stopped.exceptions[0]
         except* TaskFailed as failures:
             failure = failures.exceptions[0]
+        finally:
+            self._group = None
+            if self.mailbox is not None:
+                self.mailbox.close(self.task_id)
+        if stop is None and self.draining and (self._left_unfinished or self._sent):
+            stop = Drained()
         if stop is not None:
             raise stop
         if failure is not None:
@@ -170,7 +205,7 @@ class TaskExecutor:
         for state in status.get("join_states") or []:
             if state.get("attempt") != self.attempt:
                 continue
-            sources = [Envelope.from_record(by_id[s["message_id"]]) for s in state.get("sources") or []
+            sources = [self._from_record(by_id[s["message_id"]]) for s in state.get("sources") or []
                        if s["message_id"] in by_id]
             self._joins[state["node"]] = _JoinState(int(state.get("quorum_required") or 1), sources,
                                                     state.get("activated_by", "") if state.get("activated") else "")
@@ -178,7 +213,107 @@ class TaskExecutor:
             if record.get("outcome") == "turn":
                 branch = record.get("branch_id", "")
                 self._branch_turns[branch] = self._branch_turns.get(branch, 0) + 1
-        return [Envelope.from_record(m) for m in records if m.get("phase") in UNFINISHED]
+        self._finished = {m["message_id"] for m in records if m.get("phase") not in UNFINISHED}
+        return [self._from_record(m) for m in records if m.get("phase") in UNFINISHED]
+
+    # -- delivery: the log is the mailbox ---------------------------------------------------------
+
+    async def _send(self, env: Envelope) -> None:
+        """Hand a recorded message to its agent: through the log when there is one, else directly."""
+        if self.mailbox is None:
+            self._take(env)
+            return
+        self._sent[env.message_id] = (env, time.monotonic())
+        self._changed.set()
+        try:
+            await self.mailbox.send(env)
+        except Exception as exc:  # the log is down: the Store has the record; keep trying in the background
+            log.warning("appending %s to the message log failed (%s); retrying", env.message_id, exc)
+            _spawn(self._group, self._append_later(env))
+
+    async def _append_later(self, env: Envelope) -> None:
+        """Retry an append until it lands; past ``stall_s``, _until_idle delivers from the Store instead."""
+        delay = 0.25
+        while env.message_id in self._sent:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 4.0)
+            try:
+                await self.mailbox.send(env)
+                return
+            except Exception as exc:
+                log.debug("append of %s still failing: %s", env.message_id, exc)
+
+    def _on_delivery(self, delivery: Delivery) -> Verdict:
+        """Called by the mailbox for every delivery of this task's messages."""
+        env = delivery.envelope
+        mid = env.message_id
+        if mid in self._active:  # redelivered while still being processed: settle both at the end
+            self._active[mid].append(delivery)
+            return "take"
+        if mid in self._finished:  # a redelivery of a recorded step: replayed, never re-run
+            return "ack"
+        if env.attempt != self.attempt or self._group is None:  # an earlier attempt's leftovers
+            return "term"
+        self._sent.pop(mid, None)
+        self._take(env, delivery)
+        return "take"
+
+    def _take(self, env: Envelope, delivery: Delivery | None = None) -> None:
+        self._active[env.message_id] = [delivery] if delivery is not None else []
+        self._changed.set()
+        if self._group is None:
+            return
+        _spawn(self._group, self._process(env))
+
+    async def _process(self, env: Envelope) -> None:
+        mid = env.message_id
+        beat = asyncio.create_task(self._in_progress(mid)) if self.mailbox is not None else None
+        settled_ok = False
+        try:
+            settled_ok = await self._deliver(env, self._group) is not False
+        except TaskFailed:
+            settled_ok = True  # recorded as dead-lettered: done with it
+            raise
+        finally:
+            if beat is not None:
+                beat.cancel()
+            deliveries = self._active.pop(mid, [])
+            if settled_ok:
+                self._finished.add(mid)
+            self._changed.set()
+            if self.mailbox is not None:
+                for delivery in deliveries:  # ack only now: the Store has the turn's record
+                    await (self.mailbox.ack(delivery) if settled_ok else self.mailbox.nak(delivery))
+
+    async def _in_progress(self, mid: str) -> None:
+        """Keep the log from redelivering a message whose (slow) turn is still running."""
+        interval = max(self.mailbox.ack_wait_s / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            for delivery in list(self._active.get(mid, [])):
+                await self.mailbox.in_progress(delivery)
+
+    async def _until_idle(self) -> None:
+        """Hold the task open while a message is on its way through the log or being processed.
+
+        A sent message the log has not delivered within the mailbox's ``stall_s`` (a log that
+        lost it) is delivered from the Store's record instead, so a task never hangs on the log.
+        """
+        stall_s = self.mailbox.stall_s if self.mailbox is not None else 60.0
+        while (self._sent and not self.draining) or self._active:
+            self._changed.clear()
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                async with asyncio.timeout(stall_s / 4):
+                    await self._changed.wait()
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            for mid, (env, sent_at) in list(self._sent.items()):
+                if now - sent_at >= stall_s:
+                    log.warning("message %s was not delivered by the log within %.0fs; delivering it from "
+                                "the Store's record", mid, stall_s)
+                    del self._sent[mid]
+                    self._take(env)
 
     async def _deliver(self, env: Envelope, group: asyncio.TaskGroup) -> None:
         graph = self.resolved.graph
@@ -202,6 +337,9 @@ class TaskExecutor:
             rank = {a: i for i, a in enumerate(graph.predecessors[node])}
             inbox = sorted(state.sources, key=lambda e: (rank.get(e.from_agent, len(rank)), e.branch_id))
 
+        if self.draining:  # leave it unfinished (Queued in the Store, unacked in the log) for the next owner
+            self._left_unfinished = True
+            return False
         max_turns = int(self.spec.get("max_turns") or 0)
         turns = self._branch_turns.get(env.branch_id, 0) + 1
         if max_turns and turns > max_turns:
@@ -217,18 +355,16 @@ class TaskExecutor:
             return
         targets = [] if max_turns and turns >= max_turns else graph.successors[node]
         hop = max(env.hop + 1, 2)
+        branched = len(targets) > 1
         children = [
-            Envelope(
-                self._message_id(hop, node, target), node, target,
-                env.branch_id if len(targets) == 1 else f"{env.branch_id}.{i + 1:03d}", result.output, hop=hop,
-                parent_branch_id=env.branch_id if len(targets) > 1 else env.parent_branch_id,
-                parent_id=env.message_id,
-            )
+            self._envelope(node, target, hop, f"{env.branch_id}.{i + 1:03d}" if branched else env.branch_id,
+                           result.output, parent_branch_id=env.branch_id if branched else env.parent_branch_id,
+                           parent_id=env.message_id)
             for i, target in enumerate(targets)
         ]
         await self.recorder.turn_done(env, inbox, result, children)
         for child in children:
-            _spawn(group, self._deliver(child, group))
+            await self._send(child)
 
     async def _branch_failed(self, node: str, env: Envelope, failure: TaskFailed, group: asyncio.TaskGroup) -> bool:
         """Let the nearest downstream join absorb a dead branch when its ``on_failure`` says so.
@@ -284,8 +420,10 @@ class TaskExecutor:
             input=dict(self.spec.get("input") or {}),
             inbox=[{"from": e.from_agent, "content": e.content, "message_id": e.message_id}
                    for e in inbox if e.from_agent != "system"],
-            key=f"{self.task_id}/a{self.attempt:03d}/{node}/{env.branch_id}",
+            # a loop revisits a branch: the hop tells its turns apart
+            key=f"{self.task_id}/a{self.attempt:03d}/{node}/{env.branch_id}/h{env.hop:03d}",
             requirements=dict(self.spec.get("requirements") or {}),
+            message_id=env.message_id,
         )
         policy = RetryPolicy.for_messages(self.spec)
         attempts = redeliveries = 0
@@ -293,14 +431,20 @@ class TaskExecutor:
             attempts += 1
             await self.recorder.message_running(env, max_attempts=policy.max_attempts)
             try:
+                request.governance = await self._governance(node, env)
                 if self._turn_slots is None:
                     result = await self.runtime.run_turn(request)
                 else:
                     async with self._turn_slots:
                         result = await self.runtime.run_turn(request)
+                await persist_audit(self.store, result.audit)
                 if result.ok:
                     return result
+                if result.error_code == APPROVAL_PENDING:
+                    await self._pause_for_approval(node, env, result)
                 error = result
+            except (TaskFailed, TaskStopped, LeaseLost):
+                raise
             except Exception as exc:  # the runtime broke: actor died or restarting, placement failed
                 if isinstance(exc, Unavailable) and redeliveries < REDELIVERIES:
                     redeliveries += 1  # not the agent's fault: redeliver without spending an attempt
@@ -318,3 +462,26 @@ class TaskExecutor:
             await self.recorder.turn_failed(env, error if isinstance(error, TurnResult) else None, outcome.error)
             message = f"message {env.message_id} dead-lettered after {attempts} attempts: {outcome.error}"
             raise TaskFailed(outcome.code, message, phase="DeadLetter" if outcome.retryable else "Failed")
+
+    async def _governance(self, node: str, env: Envelope):
+        """What governs this turn; a denied or expired approval of this message fails it now,
+        without running the turn again (governance.md section 5)."""
+        gov = await load_turn_governance(self.store, self.task, self.resolved.agents[node], env.message_id,
+                                         tokens_used=self.recorder.tokens_used())
+        if gov.approvals:
+            objs = [await approvals.expire_if_due(self.store, a) for a in
+                    await approvals.task_approvals(self.store, self.namespace, self.name)
+                    if a["metadata"]["name"] in {g["name"] for g in gov.approvals}]
+            failed = approvals.decided_failure(objs)
+            if failed is not None:
+                code, message = failed
+                await self.recorder.turn_failed(env, None, message)
+                raise TaskFailed(code, message)
+        return gov
+
+    async def _pause_for_approval(self, node: str, env: Envelope, result: TurnResult) -> None:
+        approval = await approvals.request_approval(self.store, self.namespace, self.name, env.message_id, node,
+                                                    result.approval)
+        name = approval["metadata"]["name"]
+        await self.recorder.wait_approval(env, result, name)
+        raise ApprovalPause(f"task {self.task_id} waits for tool approval {name}")

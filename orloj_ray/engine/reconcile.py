@@ -10,15 +10,17 @@ from typing import Awaitable, Callable
 
 from orloj_ray.engine.owned import sync_owned
 from orloj_ray.engine.placement import worker_liveness
-from orloj_ray.engine.resolve import resolve_endpoint
+from orloj_ray.engine.resolve import resolve_endpoint, resolve_memory
 from orloj_ray.errors import Conflict, NotFound
 from orloj_ray.graph import Graph, GraphError
+from orloj_ray.memory import PGVECTOR, MemoryBackendError
+from orloj_ray.memory.pgvector import PgVectorBackend
 
 SOURCE = "reconciler"
 AgentProbe = Callable[[str, str], Awaitable[str]]
 """``(namespace, agent) -> "running" | "idle" | "unreachable: <why>"``."""
 
-READY_KINDS = {"ModelEndpoint", "Tool", "Secret", "Memory"}
+READY_KINDS = {"ModelEndpoint", "Tool", "Secret"}
 
 
 async def _desired_agent(store, obj: dict, probe: AgentProbe | None) -> tuple[str, str, dict]:
@@ -55,6 +57,17 @@ async def _desired_system(store, obj: dict) -> tuple[str, str, dict]:
     return "Ready", "", {}
 
 
+async def _desired_memory(store, obj: dict) -> tuple[str, str, dict]:
+    """Ready when the provider is supported, its secret resolves and (pgvector) the database answers."""
+    try:
+        ref = await resolve_memory(store, obj)
+        if ref.provider == PGVECTOR:
+            await PgVectorBackend(ref.key, ref.endpoint, ref.password).ping()
+    except (LookupError, MemoryBackendError) as exc:
+        return "Error", str(exc), {}
+    return "Ready", "", {}
+
+
 async def desired_status(store, obj: dict, probe: AgentProbe | None = None) -> tuple[str, str, dict] | None:
     kind = obj["kind"]
     if kind == "Agent":
@@ -63,6 +76,8 @@ async def desired_status(store, obj: dict, probe: AgentProbe | None = None) -> t
         return await _desired_system(store, obj)
     if kind in READY_KINDS:
         return "Ready", "", {}
+    if kind == "Memory":
+        return await _desired_memory(store, obj)
     if kind == "Worker":  # liveness from the heartbeat, as upstream's WorkerController
         phase, error = worker_liveness(obj.get("status"))
         return phase, error, {}

@@ -12,12 +12,14 @@ import re
 from dataclasses import dataclass, field
 
 from orloj_ray.errors import NotFound
-from orloj_ray.gateway import PROVIDERS, Endpoint
+from orloj_ray.gateway import KEYLESS_PROVIDERS, PROVIDERS, Endpoint, canonical_provider, env_api_key, env_key_name
 from orloj_ray.graph import Graph, GraphError
+from orloj_ray.mcp import MCP_CONNECTION_KEY, McpConfigError, connection_from_server
+from orloj_ray.memory import MemoryBackendError, MemoryRef, memory_ref, memory_tools
 from orloj_ray.resources import agent_tool_names
 from orloj_ray.store import Store
+from orloj_ray.tools import ToolError, resolve_auth, with_auth
 
-KEYLESS_PROVIDERS = {"mock", "ollama"}
 DEFAULT_ENDPOINT_LABEL = "orloj.dev/default-model-endpoint"
 
 
@@ -103,7 +105,7 @@ async def resolve_endpoint(store: Store, namespace: str, agent: dict) -> Endpoin
     else:
         raise LookupError(f'agent "{name}" must set spec.model_ref')
     espec = resource.get("spec") or {}
-    provider = (espec.get("provider") or "openai").lower()
+    provider = canonical_provider(espec.get("provider") or "")
     if provider not in PROVIDERS:
         raise LookupError(
             f'agent "{name}" model endpoint "{resource["metadata"]["name"]}": unsupported provider "{provider}" '
@@ -118,7 +120,10 @@ async def resolve_endpoint(store: Store, namespace: str, agent: dict) -> Endpoin
             if provider not in KEYLESS_PROVIDERS:
                 raise LookupError(f'agent "{name}" model endpoint "{resource["metadata"]["name"]}": {exc}') from None
     elif provider not in KEYLESS_PROVIDERS:
-        raise LookupError(f'model endpoint "{resource["metadata"]["name"]}" requires auth.secretRef')
+        api_key = env_api_key(provider, espec.get("base_url") or "")
+        if not api_key:
+            env_hint = f" (or set {env_key_name(provider)} on the server)" if env_key_name(provider) else ""
+            raise LookupError(f'model endpoint "{resource["metadata"]["name"]}" requires auth.secretRef{env_hint}')
     return Endpoint(
         name=resource["metadata"]["name"],
         provider=provider,
@@ -127,6 +132,30 @@ async def resolve_endpoint(store: Store, namespace: str, agent: dict) -> Endpoin
         options=dict(espec.get("options") or {}),
         api_key=api_key,
     )
+
+
+async def _with_mcp_connection(store: Store, tool: dict) -> dict:
+    """An ``mcp`` tool plus its server's connection under ``MCP_CONNECTION_KEY`` (never stored);
+    a missing server is reported by the call, as upstream."""
+    spec = tool.get("spec") or {}
+    ns = tool["metadata"]["namespace"]
+    server = await _get(store, "McpServer", ns, spec.get("mcp_server_ref") or "") if spec.get("type") == "mcp" else None
+    if server is None:
+        return tool
+    try:
+        conn = await connection_from_server(server, lambda ref: resolve_secret(store, ns, ref))
+    except McpConfigError as exc:
+        conn = ToolError(str(exc), code="secret_resolution_failed")
+    return {**tool, MCP_CONNECTION_KEY: conn}
+
+
+async def resolve_memory(store: Store, memory: dict) -> MemoryRef:
+    """A Memory with its password secret and embedding ModelEndpoint resolved."""
+    ns = memory["metadata"]["namespace"]
+    holder = {"metadata": {"name": f'memory {memory["metadata"]["name"]}'}}
+    return await memory_ref(
+        memory, lambda ref: resolve_secret(store, ns, ref),
+        lambda ref: resolve_endpoint(store, ns, {**holder, "spec": {"model_ref": ref}}))
 
 
 async def resolve_task(store: Store, task: dict) -> ResolvedTask:
@@ -157,16 +186,24 @@ async def resolve_task(store: Store, task: dict) -> ResolvedTask:
             tool = await _get(store, "Tool", namespace, tool_name)
             if tool is None:
                 problems.append(f'agent "{name}" references missing tool "{tool_name}"')
-            else:
-                tools.append(tool)
-        resolved.tools[name] = tools
+            else:  # tool auth secrets are resolved now, kept beside the resource, never stored
+                tools.append(with_auth(tool, await resolve_auth(
+                    tool, lambda ref, ns=tool["metadata"]["namespace"]: resolve_secret(store, ns, ref))))
+        resolved.tools[name] = [await _with_mcp_connection(store, t) for t in tools]
         for role in aspec.get("roles") or []:
             ns, role_name = _split_ref(role, namespace)
             if await _get(store, "AgentRole", ns, role_name) is None:
                 problems.append(f'agent "{name}" references missing role "{role}"')
         memory_ref = (aspec.get("memory") or {}).get("ref")
-        if memory_ref and await _get(store, "Memory", namespace, memory_ref) is None:
+        memory = await _get(store, "Memory", namespace, memory_ref) if memory_ref else None
+        if memory_ref and memory is None:
             problems.append(f'agent "{name}" references missing memory "{memory_ref}"')
+        elif memory is not None:  # the built-in memory.* tools, bound to this Memory's backend
+            try:
+                ref = await resolve_memory(store, memory)
+                resolved.tools[name] += memory_tools(ref, (aspec.get("memory") or {}).get("allow"))
+            except (LookupError, MemoryBackendError) as exc:
+                problems.append(f'agent "{name}" memory "{memory_ref}": {exc}')
         try:
             resolved.endpoints[name] = await resolve_endpoint(store, namespace, agent)
         except LookupError as exc:

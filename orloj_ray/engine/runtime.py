@@ -6,11 +6,15 @@ implementation in ``actors/`` rings an AgentActor instead. Both return a ``TurnR
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from orloj_ray.engine.turn import TurnRequest, TurnResult, run_turn
 from orloj_ray.gateway import ModelGateway, default_gateway
-from orloj_ray.tools import HttpToolRunner, ToolRunner
+from orloj_ray.tools import ToolRunner, default_tool_runner
+
+if TYPE_CHECKING:
+    from orloj_ray.config import ServerConfig
+    from orloj_ray.governance import RateLimiter
 
 
 class AgentRuntime(Protocol):
@@ -18,9 +22,12 @@ class AgentRuntime(Protocol):
 
 
 class LocalAgentRuntime:
-    def __init__(self, gateway: ModelGateway | None = None, tools: ToolRunner | None = None):
+    def __init__(self, gateway: ModelGateway | None = None, tools: ToolRunner | None = None,
+                 config: "ServerConfig | None" = None, limiter: "RateLimiter | None" = None):
         self._gateway = gateway or default_gateway()
-        self._tools = tools or HttpToolRunner()
+        self._tools = tools or default_tool_runner(config)
+        self._limiter = limiter
+        """``maxTokensPerMinute`` buckets; None: this process's (``governance.default_limiter``)."""
 
     async def run_turn(self, request: TurnRequest) -> TurnResult:
-        return await run_turn(request, self._gateway, self._tools)
+        return await run_turn(request, self._gateway, self._tools, self._limiter)

@@ -6,6 +6,12 @@ and epoch, ``LeaseLost`` otherwise) and that the task is not terminal (``orloj c
 ``TaskStopped``), so a deposed or canceled run never overwrites a newer decision. A turn's
 result, its message's completion and the messages it sends are one write: after a crash the
 task resumes from exactly the messages that were not finished.
+
+A write is one Store call when it can be: the recorder remembers the object its last write
+stored and writes the next status against that ``resourceVersion`` without reading it first.
+A ``Conflict`` (someone else wrote the task meanwhile) falls back to a fresh read-modify-write,
+so the checks above always run against what is stored. A task's kickoff messages are written
+with its start (docs/benchmarks.md has the figures).
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from orloj_ray.engine.claims import LEASE_S, LeaseLost, lease_until
+from orloj_ray.errors import Conflict
 from orloj_ray.store.base import Event
-from orloj_ray.store.util import mutate_status, now_rfc3339_nano
+from orloj_ray.store.util import clone, mutate_status, now_rfc3339_nano
 
 if TYPE_CHECKING:
-    from orloj_ray.engine.executor import Envelope
+    from orloj_ray.messaging import Envelope
     from orloj_ray.engine.resolve import ResolvedTask
     from orloj_ray.engine.turn import TurnResult
 
@@ -30,6 +37,11 @@ SOURCE = "task-controller"
 
 class TaskStopped(Exception):
     """The task became terminal outside this run (e.g. canceled); stop quietly."""
+
+
+class ApprovalPause(TaskStopped):
+    """A tool call waits for a ToolApproval: the task is ``WaitingApproval`` and this run ends;
+    the controller resumes the task once the approval is decided or expires."""
 
 
 class TaskRecorder:
@@ -44,11 +56,13 @@ class TaskRecorder:
         self.worker = worker
         self._lock = asyncio.Lock()
         self._seq = sum(1 for row in status.get("trace") or [] if row.get("attempt") == self.attempt)
+        self._stored: dict | None = clone(task) if (task.get("metadata") or {}).get("resourceVersion") else None
+        """The object as this recorder's last write stored it (None: read it first)."""
 
     # -- plumbing -------------------------------------------------------------------------
 
     async def _write(self, change, *, terminal_ok: bool = False) -> dict:
-        def apply(status: dict) -> dict | None:
+        def apply(status: dict) -> dict:
             if status.get("phase") in TERMINAL and not terminal_ok:
                 raise TaskStopped(status.get("phase"))
             if status.get("claimedBy") != self.worker or status.get("leaseEpoch") != self.epoch:
@@ -60,7 +74,31 @@ class TaskRecorder:
             return status
 
         async with self._lock:
-            return await mutate_status(self.store, "Task", self.namespace, self.name, apply, source=SOURCE)
+            try:
+                self._stored = await self._commit(apply)
+            except BaseException:
+                self._stored = None
+                raise
+            return self._stored
+
+    def tokens_used(self) -> int | None:
+        """``tokens_used_total`` as this run last stored it; None while unknown (a write is under way)."""
+        if self._stored is None or self._lock.locked():
+            return None
+        return int(((self._stored.get("status") or {}).get("output") or {}).get("tokens_used_total") or 0)
+
+    async def _commit(self, apply) -> dict:
+        """One write against the remembered resourceVersion; on Conflict, read-modify-write."""
+        stored, seq = self._stored, self._seq
+        if stored is not None:
+            self._stored = None
+            status = apply(stored.get("status") or {})
+            try:
+                return await self.store.update_status("Task", self.namespace, self.name, status,
+                                                      stored["metadata"]["resourceVersion"], source=SOURCE)
+            except Conflict:
+                self._seq = seq  # applied again below, to what is stored now
+        return await mutate_status(self.store, "Task", self.namespace, self.name, apply, source=SOURCE)
 
     def _trace(self, status: dict, kind: str, **fields) -> None:
         self._seq += 1
@@ -69,9 +107,11 @@ class TaskRecorder:
         row.update({k: v for k, v in fields.items() if v not in (None, "")})
         status.setdefault("trace", []).append(row)
 
-    def _history(self, status: dict, kind: str, message: str) -> None:
-        status.setdefault("history", []).append(
-            {"timestamp": now_rfc3339_nano(), "type": kind, "worker": self.worker, "message": message})
+    def _history(self, status: dict, kind: str, message: str, code: str = "") -> None:
+        row = {"timestamp": now_rfc3339_nano(), "type": kind, "worker": self.worker, "message": message}
+        if code:
+            row["code"] = code
+        status.setdefault("history", []).append(row)
 
     async def _event(self, kind: str, phase: str, last_error: str = "") -> None:
         await self.store.publish(Event(
@@ -104,14 +144,25 @@ class TaskRecorder:
 
         await self._write(change)
 
+    async def release(self) -> None:
+        """Give the lease up now (a drain): the next supervisor claims the task without waiting."""
+        def change(status: dict) -> None:
+            status["leaseUntil"] = now_rfc3339_nano()
+            self._history(status, "released", f"lease released by {self.worker} (draining)")
+
+        await self._write(change)
+
     async def resumed(self, pending: int) -> None:
         await self._write(lambda s: self._trace(s, "task_resumed", message=f"resuming with {pending} unfinished messages"))
 
-    async def start(self, resolved: ResolvedTask, entries: list[str]) -> None:
+    async def start(self, resolved: ResolvedTask, entries: list[str], queued: list[Envelope] = ()) -> None:
+        """The task starts; ``queued``: its kickoff messages, recorded in the same write."""
         def change(status: dict) -> None:
             output = status.setdefault("output", {})
             output.update({"system": self.system, "runtime.entry_agent": ",".join(entries)})
             self._trace(status, "task_start", message=f"system={self.system} agents={len(resolved.graph.agents)}")
+            for env in queued:
+                self._message(status, env)
 
         await self._write(change)
 
@@ -222,6 +273,21 @@ class TaskRecorder:
 
         await self._write(change)
 
+    async def wait_approval(self, env: Envelope, result: TurnResult, approval: str) -> None:
+        """Pause for a person: the turn's trace, the message back to RetryPending (the resumed
+        run re-runs only this turn), the task ``WaitingApproval`` and its lease released."""
+        def change(status: dict) -> None:
+            for row in result.trace:
+                self._trace(status, row["type"], **{k: v for k, v in row.items() if k not in ("type", "timestamp")})
+            self._message(status, env, phase="RetryPending", last_error=result.error)
+            status.update(phase="WaitingApproval", lastError=result.error, pendingApproval=approval)
+            self._history(status, "waiting_approval", f"{result.error} approval={approval}", "approval_pending")
+            for key in ("claimedBy", "assignedWorker", "leaseUntil", "lastHeartbeat"):
+                status.pop(key, None)
+
+        await self._write(change)
+        await self._event("waiting_approval", "WaitingApproval", result.error)
+
     async def succeed(self, duration_ms: int) -> None:
         def change(status: dict) -> None:
             output = status.setdefault("output", {})
@@ -242,7 +308,7 @@ class TaskRecorder:
             status["lastError"] = message
             status["errorCode"] = code
             self._trace(status, f"task_{kind}", error_code=code, message=message)
-            self._history(status, kind, message)
+            self._history(status, kind, message, code)
             _finish(status, phase)
 
         await self._write(change)

@@ -2,6 +2,10 @@
 
 ``run_turn`` is pure orchestration over two seams, the ModelGateway and a ToolRunner, so the
 same code runs inside an AgentActor (message-driven) and in-process (sequential, tests).
+Governance is enforced here, so it holds in both modes: the AgentPolicy rules and the token
+rate limit before every model call, the tool rules (offered, blocked, roles and permissions,
+approvals) before every tool call (``orloj_ray.governance``). A call that waits for a person
+ends the turn with ``approval_pending`` and what to ask for in ``TurnResult.approval``.
 """
 
 from __future__ import annotations
@@ -11,12 +15,22 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from orloj_ray.resources import parse_duration
+from orloj_ray.resources import agent_tool_names, parse_duration
 from orloj_ray.gateway import CompletionRequest, Endpoint, Message, ModelError, ModelGateway, ToolSpec
+from orloj_ray.gateway.base import CompletionReply, estimate_tokens
+from orloj_ray.governance import APPROVAL_PENDING, Governor, RateLimiter, TurnGovernance, default_limiter
+from orloj_ray.governance.decisions import DENY, GOVERNANCE_ERROR, RATE_LIMITED, TOKEN_BUDGET_EXCEEDED, Decision
+from orloj_ray.governance.approvals import args_digest
+from orloj_ray.governance.permissions import operation_classes
+from orloj_ray.governance.policies import matched, token_budget
 from orloj_ray.store.util import now_rfc3339_nano
-from orloj_ray.tools import ToolCallContext, ToolError, ToolRunner
+from orloj_ray.redact import Redactor
+from orloj_ray.tools import ToolCallContext, ToolError, ToolRunner, auth_of
 
 MAX_TOOL_RESULT = 64 * 1024
+MAX_RATE_WAIT_S = 300.0
+"""Longest wait for the token rate limit of an agent without a timeout."""
+_OP_RISK = ("admin", "delete", "write", "read")
 
 
 @dataclass
@@ -36,6 +50,10 @@ class TurnRequest:
     """Idempotency key of the step (task/attempt/node/branch)."""
     requirements: dict = field(default_factory=dict)
     """The task's ``spec.requirements`` (region, gpu, model): where the agent's actor may run."""
+    governance: TurnGovernance | None = None
+    """Policies, roles, permissions and approvals that govern this turn (None: ungoverned)."""
+    message_id: str = ""
+    """The task message this turn processes (approvals and audit records are bound to it)."""
 
     @property
     def agent_name(self) -> str:
@@ -57,6 +75,11 @@ class TurnResult:
     error_code: str = ""
     error: str = ""
     retryable: bool = False
+    audit: list[dict] = field(default_factory=list)
+    """Governance decisions of this turn, for the audit trail (stored by the executor)."""
+    approval: dict | None = None
+    """With ``error_code == "approval_pending"``: the call that waits (tool, digest, policy_version,
+    rule, reason, operation_class, input preview, step)."""
 
     @property
     def tokens(self) -> int:
@@ -98,23 +121,81 @@ def _tool_input(arguments: str) -> str:
     return json.dumps(doc)
 
 
-async def run_turn(req: TurnRequest, gateway: ModelGateway, tools: ToolRunner) -> TurnResult:
-    """Run the agent once; never raises for agent-level failures (they go in the result)."""
+async def run_turn(req: TurnRequest, gateway: ModelGateway, tools: ToolRunner,
+                   limiter: RateLimiter | None = None) -> TurnResult:
+    """Run the agent once; never raises for agent-level failures (they go in the result).
+
+    ``limiter``: the shared token bucket for ``maxTokensPerMinute`` (default: this process's).
+    """
     spec = req.agent.get("spec") or {}
     limits = spec.get("limits") or {}
     timeout = parse_duration(limits.get("timeout") or "0s").total_seconds() or None
     result = TurnResult(agent=req.agent_name, model=req.endpoint.model)
+    governor = Governor(req.governance, agent=req.agent_name, attempt=req.attempt, message_id=req.message_id)
     started = time.monotonic()
+    deadline = started + timeout if timeout else None
     try:
-        await asyncio.wait_for(_loop(req, spec, gateway, tools, result), timeout)
+        await asyncio.wait_for(_loop(req, spec, gateway, tools, result, governor, limiter or default_limiter(),
+                                     deadline), timeout)
     except asyncio.TimeoutError:
         result.error_code, result.retryable = "agent_timeout", True
         result.error = f"agent {req.agent_name} timed out after {limits.get('timeout')}"
+    finally:
+        result.audit = governor.audit
     result.duration_ms = int((time.monotonic() - started) * 1000)
     return result
 
 
-async def _loop(req: TurnRequest, spec: dict, gateway: ModelGateway, tools: ToolRunner, result: TurnResult) -> None:
+def _deny(result: TurnResult, req: TurnRequest, step: int, decision: Decision, *, tool: str = "",
+          model: str = "", retryable: bool = False) -> None:
+    """End the turn on a governance denial: the code goes to the result and the trace as is."""
+    if tool and decision.code == "tool_permission_denied":
+        error = f"tool permission denied: agent={req.agent_name} step={step} tool={tool} error={decision.reason}"
+    elif tool:
+        error = (f"tool call denied: agent={req.agent_name} step={step} tool={tool} code={decision.code} "
+                 f"error={decision.reason}")
+    else:
+        error = decision.reason
+    kind = "policy_violation" if decision.code in ("model_not_allowed", "tool_blocked") else decision.code
+    result.error_code, result.error, result.retryable = decision.code, error, retryable
+    result.trace.append(_row(kind, req, step, tool=tool, model=model, error_code=decision.code,
+                             error_reason=decision.rule, retryable=retryable or None, message=error))
+
+
+async def _throttle(req: TurnRequest, result: TurnResult, governor: Governor, limiter: RateLimiter, step: int,
+                    estimate: int, deadline: float | None) -> tuple[bool, int]:
+    """Wait for the agent's shared token rate limit; (go on?, tokens per minute or 0)."""
+    model = req.endpoint.model
+    try:
+        rate, rule = governor.rate_limit()
+        if not rate:
+            return True, 0
+        max_wait = deadline - time.monotonic() if deadline else MAX_RATE_WAIT_S
+        wait = await limiter.reserve(f"{req.namespace}/{req.agent_name}", estimate, rate, max(0.0, max_wait))
+    except Exception as exc:  # fail closed; a limiter that is unreachable may answer later
+        decision = Decision.deny(GOVERNANCE_ERROR, f"token rate limit check failed ({type(exc).__name__}); "
+                                 "the model call is denied", "rule/rate_limit")
+        governor.record("denied", step, "model", model, code=decision.code, rule=decision.rule,
+                        reason=decision.reason, always=True)
+        _deny(result, req, step, decision, model=model, retryable=True)
+        return False, 0
+    if wait is None:
+        governor.rate_limited(step, model, max_wait, rule, denied=True)
+        _deny(result, req, step, Decision.deny(
+            RATE_LIMITED, f"token rate limit of {rate} tokens/min for agent {req.agent_name}: the wait for "
+            f"{estimate} tokens would pass the agent's timeout", rule), model=model)
+        return False, 0
+    if wait > 0:
+        governor.rate_limited(step, model, wait, rule)
+        result.trace.append(_row("rate_limited", req, step, model=model, error_code=RATE_LIMITED, error_reason=rule,
+                                 wait_ms=int(wait * 1000),
+                                 message=f"token rate limit {rate}/min: waiting {wait:.2f}s for {estimate} tokens"))
+        await asyncio.sleep(wait)
+    return True, rate
+
+
+async def _loop(req: TurnRequest, spec: dict, gateway: ModelGateway, tools: ToolRunner, result: TurnResult,
+                governor: Governor, limiter: RateLimiter, deadline: float | None) -> None:
     execution = spec.get("execution") or {}
     max_steps = int((spec.get("limits") or {}).get("max_steps") or 10)
     by_name = {t["metadata"]["name"]: t for t in req.tools}
@@ -124,11 +205,22 @@ async def _loop(req: TurnRequest, spec: dict, gateway: ModelGateway, tools: Tool
     meta = {"agent": req.agent_name, "namespace": req.namespace, "task": req.task,
             "topic": req.input.get("topic", ""), "inbox": req.inbox}
     model_errors: list[str] = []
+    declared = agent_tool_names(spec)
+    used_before = req.governance.tokens_used if req.governance else 0
     for step in range(1, max_steps + 1):
         result.steps = step
+        request = CompletionRequest(messages, offered, {**meta, "step": step})
+        estimate = estimate_tokens(request, CompletionReply()).total
+        decision = governor.check_model(step, req.endpoint.model, declared, used_before + result.tokens, estimate)
+        if decision.verdict == DENY:
+            _deny(result, req, step, decision, model=req.endpoint.model)
+            return
+        go, rate = await _throttle(req, result, governor, limiter, step, estimate, deadline)
+        if not go:
+            return
         call_started = time.monotonic()
         try:
-            reply = await gateway.complete(req.endpoint, CompletionRequest(messages, offered, {**meta, "step": step}))
+            reply = await gateway.complete(req.endpoint, request)
         except ModelError as exc:
             model_errors.append(exc.message)
             result.trace.append(_row("model_error", req, step, message=exc.message, error_code=exc.code,
@@ -140,6 +232,11 @@ async def _loop(req: TurnRequest, spec: dict, gateway: ModelGateway, tools: Tool
             return
         result.input_tokens += reply.usage.input_tokens
         result.output_tokens += reply.usage.output_tokens
+        if rate:
+            try:
+                await limiter.settle(f"{req.namespace}/{req.agent_name}", reply.usage.total - estimate, rate)
+            except Exception:
+                pass  # the reservation stands; the next reserve fails closed if the limiter is gone
         sources.add(reply.usage.source)
         result.token_source = sources.pop() if len(sources) == 1 else "mixed"
         sources = {result.token_source}
@@ -151,34 +248,40 @@ async def _loop(req: TurnRequest, spec: dict, gateway: ModelGateway, tools: Tool
             output=reply.text, tool_calls=len(reply.tool_calls),
             message=f"model={reply.model} tokens={reply.usage.total}",
         ))
+        if _over_budget(req, result, used_before, step, reply.usage.source):
+            return
         if not reply.tool_calls:
             result.output = reply.text
             return
         messages.append(Message("assistant", reply.text, tool_calls=reply.tool_calls))
         for call in reply.tool_calls:
             tool = by_name.get(call.name)
-            if tool is None or call.name not in {t.name for t in offered}:
-                allowed = ",".join(t.name for t in offered)
-                result.error_code = "tool_permission_denied"
-                result.error = (f"tool permission denied: agent={req.agent_name} step={step} tool={call.name} "
-                                f"error=model requested unauthorized tool={call.name} allowed={allowed}")
-                result.trace.append(_row("tool_permission_denied", req, step, tool=call.name,
-                                         error_code=result.error_code, message=result.error))
+            decision = governor.check_tool(step, tool, call.name, [t.name for t in offered], call.arguments)
+            if decision.verdict == DENY:
+                _deny(result, req, step, decision, tool=call.name)
+                return
+            if decision.code == APPROVAL_PENDING:
+                _pause(result, req, step, decision, tool, call.name, call.arguments)
                 return
             tool_input = _tool_input(call.arguments)
             ctx = ToolCallContext(req.namespace, req.task, req.agent_name, f"{req.key}/s{step:03d}/{call.name}")
+            auth = auth_of(tool)
+            redactor = Redactor(auth.secret_values() if auth else ())  # tool output and errors never carry its secrets
             t0 = time.monotonic()
             try:
-                output = await tools.call(tool, tool_input, ctx)
+                output = redactor.text(await tools.call(tool, tool_input, ctx))
             except ToolError as exc:
+                message = redactor.text(exc.message)
                 result.trace.append(_row("tool_error", req, step, tool=call.name, error_code=exc.code,
-                                         retryable=exc.retryable, input=tool_input, message=exc.message,
-                                         latency_ms=int((time.monotonic() - t0) * 1000)))
-                messages.append(Message("tool", f"error: {exc.message}", tool_call_id=call.id, name=call.name))
+                                         error_reason=exc.reason, retryable=exc.retryable, input=tool_input,
+                                         message=message, latency_ms=int((time.monotonic() - t0) * 1000)))
+                messages.append(Message("tool", f"error: {message}", tool_call_id=call.id, name=call.name))
+                governor.executed(step, call.name, error_code=exc.code)
                 continue
             if len(output) > MAX_TOOL_RESULT:
                 output = output[:MAX_TOOL_RESULT] + "[output truncated]"
             result.tool_calls += 1
+            governor.executed(step, call.name)
             result.trace.append(_row("tool_call", req, step, tool=call.name, input=tool_input, output=output,
                                      latency_ms=int((time.monotonic() - t0) * 1000),
                                      tool_request_id=ctx.idempotency_key, message=f"tool={call.name} ok"))
@@ -190,6 +293,38 @@ async def _loop(req: TurnRequest, spec: dict, gateway: ModelGateway, tools: Tool
                 return
     result.trace.append(_row("agent_worker_complete", req, result.steps, message="max steps reached"))
     result.output = next((m.content for m in reversed(messages) if m.role in ("assistant", "tool") and m.content), "")
+
+
+def _over_budget(req: TurnRequest, result: TurnResult, used_before: int, step: int, source: str) -> bool:
+    """After a call: the estimate was low and the run is now over ``max_tokens_per_run``."""
+    gov = req.governance
+    if gov is None:
+        return False
+    try:
+        budget, owner = token_budget(matched(gov, req.agent_name))
+    except Exception:
+        return False  # the same rule already ran, guarded, before the call
+    used = used_before + result.tokens
+    if not budget or used <= budget:
+        return False
+    _deny(result, req, step, Decision.deny(
+        TOKEN_BUDGET_EXCEEDED, f"token budget exceeded after agent {req.agent_name}: used={used} budget={budget} "
+        f"source={source}", f"AgentPolicy/{owner['name']}"), model=req.endpoint.model)
+    return True
+
+
+def _pause(result: TurnResult, req: TurnRequest, step: int, decision: Decision, tool: dict, name: str,
+           arguments: str) -> None:
+    """Stop at a call that needs a person; the executor turns this into a ToolApproval."""
+    ops = operation_classes((tool or {}).get("spec") or {})
+    op = next((o for o in _OP_RISK if o in ops), "write")
+    result.error_code, result.retryable = APPROVAL_PENDING, False
+    result.error = f"tool approval required: agent={req.agent_name} step={step} tool={name} reason={decision.reason}"
+    result.approval = {"tool": name, "digest": args_digest(name, arguments), "policy_version": decision.policy_version,
+                       "rule": decision.rule, "reason": decision.reason, "operation_class": op,
+                       "input": Redactor().text(_tool_input(arguments))[:500], "step": step}
+    result.trace.append(_row("tool_approval_pending", req, step, tool=name, error_code=APPROVAL_PENDING,
+                             error_reason=decision.rule, message=result.error))
 
 
 def _row(kind: str, req: TurnRequest, step: int, **fields) -> dict:

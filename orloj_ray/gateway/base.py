@@ -123,6 +123,24 @@ class ModelGateway:
     def register(self, name: str, provider: Provider) -> None:
         self._providers[name] = provider
 
+    async def aclose(self) -> None:
+        """Close the providers' HTTP clients (each instance once, aliases share one)."""
+        for provider in {id(p): p for p in self._providers.values()}.values():
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                await close()
+
+    def can_embed(self, provider: str) -> bool:
+        """Whether ``provider`` offers embeddings (an ``embed(endpoint, texts)`` method)."""
+        return callable(getattr(self._providers.get(provider), "embed", None))
+
+    async def embed(self, endpoint: Endpoint, texts: list[str]) -> list[list[float]]:
+        """One vector per text from the endpoint's provider (memory search)."""
+        if not self.can_embed(endpoint.provider):
+            raise ModelError(f'model endpoint "{endpoint.name}": provider "{endpoint.provider}" offers no embeddings',
+                             code="model_embeddings_unsupported")
+        return await self._providers[endpoint.provider].embed(endpoint, texts)
+
     async def complete(self, endpoint: Endpoint, request: CompletionRequest) -> CompletionReply:
         provider = self._providers.get(endpoint.provider)
         if provider is None:

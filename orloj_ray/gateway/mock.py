@@ -4,7 +4,8 @@ Each reply names the agent, step and model, restates the agent's role (first lin
 prompt) and the topic, and quotes the start of what upstream agents handed over, so a reader
 of a trace can follow the work. When tools are offered and none has been called yet, it asks
 for one the way upstream's mock does: the first tool whose name matches a keyword in the
-context (``vector``, ``search``, ``web``, ``db``, ``echo``), else the first tool.
+context (``vector``, ``search``, ``web``, ``db``, ``echo``), else the first tool; an offered
+tool named in the task's topic is picked before any of those.
 
 The endpoint option ``latency_ms`` makes every reply take that long (slow-model demos, fault
 tests, benchmarks).
@@ -59,12 +60,21 @@ class MockProvider:
             parts.append(f'Tool {result.name} returned: "{_short(result.content)}"')
         return CompletionReply(text=" ".join(parts))
 
+    async def embed(self, endpoint: Endpoint, texts: list[str]) -> list[list[float]]:
+        """Deterministic bag-of-words vectors (hashed tokens, L2-normalized): texts sharing words are near."""
+        return [_hashed_vector(text) for text in texts]
+
     @staticmethod
     def _pick_tool(request: CompletionRequest, system: str, meta: dict) -> ToolCall:
         names = [t.name for t in request.tools]
         inbox = " ".join(s["content"] for s in meta.get("inbox") or [])
         haystack = " ".join([system, meta.get("topic") or "", inbox]).lower()
         chosen = names[0]
+        topic = (meta.get("topic") or "").lower()
+        named = next((n for n in names if n.lower() in topic), None)  # "run flag-issues on ..." picks it
+        if named:
+            return ToolCall(id=f"call_{meta.get('step', 1)}_{named}", name=named,
+                            arguments=json.dumps({"input": inbox or meta.get("topic") or ""}))
         for pattern in _PATTERNS:
             if pattern in haystack:
                 match = next((n for n in names if pattern in n.lower()), None)
@@ -74,3 +84,18 @@ class MockProvider:
         payload = inbox or meta.get("topic") or f"agent={meta.get('agent')} step={meta.get('step')}"
         return ToolCall(id=f"call_{meta.get('step', 1)}_{chosen}", name=chosen,
                         arguments=json.dumps({"input": payload}))
+
+
+EMBED_DIM = 64
+
+
+def _hashed_vector(text: str) -> list[float]:
+    import hashlib
+    import math
+    import re
+
+    vector = [0.0] * EMBED_DIM
+    for token in re.findall(r"\w+", text.lower()):
+        vector[int(hashlib.blake2s(token.encode(), digest_size=4).hexdigest(), 16) % EMBED_DIM] += 1.0
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]

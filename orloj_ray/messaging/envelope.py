@@ -73,6 +73,11 @@ class Envelope:
             self.trace_id = f"{self.namespace}/{self.task}/a{self.attempt:03d}"
         self.timestamp = self.timestamp or now_rfc3339_nano()
 
+    @property
+    def content(self) -> str:
+        """The payload as the text an agent reads (JSON for a non-string payload)."""
+        return self.payload if isinstance(self.payload, str) else json.dumps(self.payload, ensure_ascii=False)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -49,6 +49,8 @@ class JetStreamSettings:
     """Subject prefix; the stream takes ``<prefix>.>``. Default ``orloj.agentmsg``."""
     max_age_s: float = 7 * 24 * 3600
     """Messages older than this are dropped, acked or not. Default 7 days."""
+    max_bytes: int = -1
+    """Once the stream holds more than this many bytes the oldest messages are dropped; -1: no limit."""
     duplicate_window_s: float = 120.0
     """Server-side dedupe window for ``Nats-Msg-Id``. Default 2 minutes."""
     replicas: int = 1
@@ -72,6 +74,8 @@ class JetStreamSettings:
                      "reconnect_wait_s", "request_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"JetStreamSettings.{name} must be > 0")
+        if self.max_bytes != -1 and self.max_bytes <= 0:
+            raise ValueError("JetStreamSettings.max_bytes must be > 0, or -1 for no limit")
         if self.replicas < 1:
             raise ValueError("JetStreamSettings.replicas must be >= 1")
         if not self.servers:
@@ -144,7 +148,7 @@ class JetStreamLog:
         s = self.settings
         config = api.StreamConfig(
             name=s.stream, subjects=[f"{s.prefix}.>"], storage=api.StorageType.FILE,
-            retention=api.RetentionPolicy.LIMITS, max_age=s.max_age_s,
+            retention=api.RetentionPolicy.LIMITS, max_age=s.max_age_s, max_bytes=s.max_bytes,
             duplicate_window=s.duplicate_window_s, num_replicas=s.replicas,
         )
         with _unavailable(f"stream {s.stream}"):

@@ -15,7 +15,7 @@ from typing import Annotated, Any, ClassVar, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from orloj_ray.resources.base import Bool, Int, Spec, Str, Wire, choice, invalid, quote, unique
-from orloj_ray.resources.durations import check_duration
+from orloj_ray.resources.durations import check_duration, parse_duration
 from orloj_ray.resources.envelope import Metadata, Resource
 from orloj_ray.resources.tasks import TaskRequirements
 
@@ -101,6 +101,8 @@ class AgentAutoscaling(Wire):
     min_replicas: Int = 1
     max_replicas: Int = 1
     target_inflight: Int = 4
+    scale_down_after: Str = ""
+    """Idle time before the newest replica above min_replicas is removed (a duration; default 60s)."""
 
 
 class AgentSpec(Spec):
@@ -186,6 +188,13 @@ class AgentSpec(Spec):
             raise invalid("spec.autoscaling", "spec.autoscaling needs 1 <= min_replicas <= max_replicas and "
                                               f"target_inflight >= 1, got {auto.min_replicas}..{auto.max_replicas} "
                                               f"target {auto.target_inflight}")
+        if auto.scale_down_after:
+            try:
+                parse_duration(auto.scale_down_after)
+            except ValueError:
+                raise invalid("spec.autoscaling.scale_down_after",
+                              f'spec.autoscaling.scale_down_after "{auto.scale_down_after}" is not a duration '
+                              f'(use e.g. "90s" or "5m")') from None
 
     def _normalize_execution(self) -> None:
         ex = self.execution

@@ -113,8 +113,10 @@ class TaskScheduleSpec(Spec):
                                                 f"unknown time zone {self.time_zone}") from None
         if self.starting_deadline_seconds <= 0:
             self.starting_deadline_seconds = 300
-        self.concurrency_policy = choice(self.concurrency_policy, "spec.concurrency_policy", ("forbid",), "forbid",
-                                         "invalid spec.concurrency_policy {value}: expected forbid")
+        # upstream accepts only forbid; allow and replace are orloj-ray additions (docs/compatibility.md)
+        self.concurrency_policy = choice(self.concurrency_policy, "spec.concurrency_policy",
+                                         ("forbid", "allow", "replace"), "forbid",
+                                         "invalid spec.concurrency_policy {value}: expected forbid, allow, or replace")
         if self.successful_history_limit <= 0:
             self.successful_history_limit = 10
         if self.failed_history_limit <= 0:

@@ -135,3 +135,24 @@ class Store(Protocol):
 
     async def last_event_id(self) -> int:
         """Id of the newest event, 0 when none."""
+
+    async def append_audit(self, record: dict) -> dict:
+        """Append one governance decision to the audit trail and return it with ``id`` set
+        (an integer increasing from 1, store-wide). Append-only: a record is never changed or
+        deleted. ``record`` is a flat JSON object (``orloj_ray.governance.audit.FIELDS``)."""
+
+    async def list_audit(
+        self,
+        namespace: str | None = None,
+        *,
+        task: str | None = None,
+        agent: str | None = None,
+        decision: str | None = None,
+        code: str | None = None,
+        subject: str | None = None,
+        after: int = 0,
+        limit: int | None = None,
+    ) -> list[dict]:
+        """Audit records with ``id > after``, oldest first. Each given filter must equal the
+        record's field exactly; ``namespace`` None or ``""`` means all namespaces. ``limit`` is
+        clamped to 1000; ``None`` or <= 0 means 1000."""

@@ -23,6 +23,7 @@ class MemoryStore:
     def __init__(self, *, event_capacity: int = DEFAULT_CAPACITY):
         self._kinds: dict[str, dict[_Key, dict]] = {}
         self._events = EventLog(event_capacity)
+        self._audit: list[dict] = []
 
     async def create(self, obj: dict, *, source: str = "apiserver") -> dict:
         kind, key, body = _incoming(obj)
@@ -102,6 +103,25 @@ class MemoryStore:
 
     async def last_event_id(self) -> int:
         return self._events.last_id
+
+    async def append_audit(self, record: dict) -> dict:
+        stored = {**clone(record), "id": len(self._audit) + 1}
+        self._audit.append(stored)
+        return clone(stored)
+
+    async def list_audit(self, namespace: str | None = None, *, task: str | None = None, agent: str | None = None,
+                         decision: str | None = None, code: str | None = None, subject: str | None = None,
+                         after: int = 0, limit: int | None = None) -> list[dict]:
+        limit = MAX_LIMIT if not limit or limit <= 0 else min(limit, MAX_LIMIT)
+        wanted = {k: v for k, v in (("namespace", namespace), ("task", task), ("agent", agent),
+                                    ("decision", decision), ("code", code), ("subject", subject)) if v}
+        out = []
+        for record in self._audit[max(0, int(after or 0)):]:
+            if all(record.get(k) == v for k, v in wanted.items()):
+                out.append(clone(record))
+                if len(out) >= limit:
+                    break
+        return out
 
     # -- internals ---------------------------------------------------------------------------
 

