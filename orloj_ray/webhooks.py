@@ -37,7 +37,7 @@ from datetime import datetime, timedelta, timezone
 from orloj_ray.errors import Conflict, InvalidResource, NotFound, OrlojError
 from orloj_ray.resources import normalize
 from orloj_ray.store.base import Event
-from orloj_ray.store.util import clone
+from orloj_ray.store.util import clone, rfc3339nano, utcnow
 
 log = logging.getLogger("orloj_ray.webhooks")
 
@@ -82,17 +82,6 @@ class DeliveryResult:
     def body(self) -> dict:
         return {"accepted": True, "duplicate": self.duplicate, "event_id": self.event_id, "task": self.task,
                 "message": "duplicate delivery" if self.duplicate else "delivery accepted"}
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def rfc3339nano(ts: datetime) -> str:
-    """Go's RFC3339Nano in UTC: trailing zeros of the fraction dropped."""
-    ts = ts.astimezone(timezone.utc)
-    frac = f"{ts.microsecond:06d}".rstrip("0")
-    return ts.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if frac else "") + "Z"
 
 
 def short_hex(value: str) -> str:

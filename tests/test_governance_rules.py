@@ -223,3 +223,12 @@ async def test_an_mcp_synced_tool_is_governed_like_any_tool():
     done = await run_task(store, task("t", "sys", "call everything-echo"))
     assert done["status"]["errorCode"] == "tool_permission_denied"
     assert "required=tool:everything_echo:invoke" in done["status"]["lastError"]
+
+
+def test_built_in_memory_tools_need_no_role_permission_but_can_still_be_blocked():
+    memory_tool = {"metadata": {"name": "memory.write"}, "spec": {"type": "memory"}}
+    role = {"name": "r", "spec": {"permissions": ["tool:web_search:invoke"]}}
+    assert _check(_gov(roles=[role]), tool=memory_tool)[0].allowed  # roles govern the agent's other tools
+    blocking = {"name": "no-writes", "version": "AgentPolicy/no-writes#v1", "spec": {"apply_mode": "global", "blocked_tools": ["memory.write"]}}
+    denied, _ = _check(_gov(roles=[role], policies=[blocking]), tool=memory_tool)
+    assert denied.code == "tool_blocked"

@@ -20,7 +20,8 @@ from orloj_ray.engine.reconcile import SOURCE as RECONCILER, AgentProbe, reconci
 from orloj_ray.engine.retention import DEFAULT_TASK_RETENTION, prune_finished
 from orloj_ray.engine.runtime import AgentRuntime
 from orloj_ray.governance.workflow import approval_outcome
-from orloj_ray.engine.schedules import NAME_LABEL as SCHEDULE_LABEL, SOURCE as SCHEDULER, ScheduleController, utcnow
+from orloj_ray.engine.schedules import NAME_LABEL as SCHEDULE_LABEL, SOURCE as SCHEDULER, ScheduleController
+from orloj_ray.store.util import utcnow
 from orloj_ray.errors import NotFound
 
 log = logging.getLogger("orloj_ray.controller")

@@ -45,6 +45,7 @@ from orloj_ray.errors import OrlojError
 from orloj_ray.resources.base import quote
 from orloj_ray.resources.durations import parse_duration
 from orloj_ray.tools import ToolError
+from orloj_ray.tools.base import REASONS as TOOL_REASONS
 
 Jitter = Literal["none", "full", "equal"]
 Scope = Literal["task", "message", "tool"]
@@ -79,19 +80,7 @@ INVALID_CODES: frozenset[str] = frozenset({
 NEVER_RETRY_CODES: frozenset[str] = GOVERNANCE_CODES | INVALID_CODES
 """Error codes that are never retried, whatever the error's ``retryable`` flag says."""
 
-_TOOL_REASONS = {
-    "invalid_input": "tool_invalid_input",
-    "unsupported_tool": "tool_unsupported",
-    "runtime_policy_invalid": "tool_runtime_policy_invalid",
-    "isolation_unavailable": "tool_isolation_unavailable",
-    "permission_denied": "tool_permission_denied",
-    "secret_resolution_failed": "tool_secret_resolution_failed",
-    "timeout": "tool_execution_timeout",
-    "canceled": "tool_execution_canceled",
-    "execution_failed": "tool_backend_failure",
-    "auth_invalid": "tool_auth_invalid",
-    "auth_forbidden": "tool_auth_forbidden",
-}
+_TOOL_REASONS = TOOL_REASONS  # upstream's tool_reason per tool error code (orloj_ray.tools.base)
 """Tool error code → upstream's ``tool_reason`` (execution.md §11.3)."""
 _OWN_REASONS = frozenset({"tool_permission_denied", "agent_contract_violation"})
 """Governance codes that upstream reports as their own reason rather than ``policy_error``."""

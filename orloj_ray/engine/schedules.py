@@ -38,7 +38,7 @@ from croniter import CroniterBadDateError, croniter
 from orloj_ray.errors import Conflict, InvalidResource, NotFound
 from orloj_ray.resources import normalize
 from orloj_ray.store.base import Event, LabelSelector
-from orloj_ray.store.util import clone
+from orloj_ray.store.util import clone, rfc3339nano, utcnow
 
 log = logging.getLogger("orloj_ray.schedules")
 
@@ -51,17 +51,6 @@ ACTIVE_PHASES = frozenset({"", "pending", "running", "waitingapproval"})
 STATUS_RETRIES = 3
 
 Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def rfc3339nano(ts: datetime) -> str:
-    """Go's RFC3339Nano in UTC (fraction without trailing zeros)."""
-    ts = ts.astimezone(timezone.utc)
-    frac = f"{ts.microsecond:06d}".rstrip("0")
-    return ts.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if frac else "") + "Z"
 
 
 def parse_time(value: str) -> datetime:

@@ -20,11 +20,20 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def rfc3339nano(ts: datetime) -> str:
+    """Go's ``RFC3339Nano`` in UTC: trailing fraction zeros trimmed, e.g. ``2026-03-29T10:00:00.12Z``."""
+    ts = ts.astimezone(timezone.utc)
+    fraction = f"{ts.microsecond:06d}".rstrip("0")
+    return ts.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"
+
+
 def now_rfc3339_nano() -> str:
-    """UTC now with trailing fraction zeros trimmed, e.g. ``2026-03-29T10:00:00.12Z`` (Go ``RFC3339Nano``)."""
-    now = datetime.now(timezone.utc)
-    fraction = f"{now.microsecond:06d}".rstrip("0")
-    return now.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"
+    """UTC now as ``rfc3339nano``."""
+    return rfc3339nano(utcnow())
 
 
 def clean_rv(value: Any) -> str:
