@@ -344,3 +344,14 @@ def test_up_detach_child_exits_early_shows_log(fake_cluster):
     assert res.returncode == 1
     assert "exited during startup (exit code 3)" in res.stderr
     assert "ray failed to start: boom" in res.stderr
+
+
+def test_apply_reads_manifests_from_stdin(cli_env):
+    import subprocess
+
+    doc = ("apiVersion: orloj.dev/v1\nkind: ModelEndpoint\nmetadata: {name: stdin-endpoint}\n"
+           "spec: {provider: mock, default_model: m}\n")
+    res = subprocess.run(["orloj", "apply", "-f", "-"], input=doc, env=cli_env, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "applied modelendpoint/stdin-endpoint" in res.stdout.lower()

@@ -31,9 +31,25 @@ def _manifest_errors_exit(exc) -> None:
     raise typer.Exit(1)
 
 
+def _with_stdin(files: list[Path]) -> list[str]:
+    """``-`` (kubectl's stdin) becomes a file holding what stdin gave, named ``stdin.yaml``."""
+    import tempfile
+
+    out = []
+    for f in files:
+        if str(f) == "-":
+            tmp = Path(tempfile.mkdtemp(prefix="orloj-stdin-")) / "stdin.yaml"
+            tmp.write_text(sys.stdin.read())
+            out.append(str(tmp))
+        else:
+            out.append(str(f))
+    return out
+
+
 def apply(
     ctx: typer.Context,
-    files: Annotated[list[Path], typer.Option("--filename", "-f", help="Manifest file or directory (repeatable).")],
+    files: Annotated[list[Path], typer.Option("--filename", "-f",
+                                              help="Manifest file or directory, or - for stdin (repeatable).")],
     run: Annotated[bool, typer.Option("--run", help="Include runnable Tasks found in directories.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show create/update/no-op without changing anything.")] = False,
     namespace: NamespaceOpt = None,
@@ -44,7 +60,7 @@ def apply(
     from orloj_ray.resources import ManifestError, ManifestErrors
 
     try:
-        plan = plan_apply([str(f) for f in files], run=run, namespace=namespace_or(ctx, namespace, None))
+        plan = plan_apply(_with_stdin(files), run=run, namespace=namespace_or(ctx, namespace, None))
     except (ManifestErrors, ManifestError) as exc:
         _manifest_errors_exit(exc)
     for item in plan.skipped:
