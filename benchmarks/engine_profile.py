@@ -47,7 +47,12 @@ class CountingStore:
             return target
 
         async def call(*args, **kwargs):
-            result = await target(*args, **kwargs)
+            try:
+                result = await target(*args, **kwargs)
+            except Exception as exc:
+                if self.measure:
+                    self.calls[f"{method} raised {type(exc).__name__}"] += 1
+                raise
             if self.measure and method != "events_after":
                 self.calls[method] += 1
                 self.bytes[method] += len(pickle.dumps((args, kwargs))) + len(pickle.dumps(result))

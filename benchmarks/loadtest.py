@@ -158,6 +158,7 @@ async def run(server: str, args, memory_probe=None) -> dict:
         run_id = f"{int(time.time())}"
         marks = sorted(int(m) for m in args.memory_at.split(",") if m.strip()) if memory_probe else []
         memory: dict[str, dict] = {}
+        http_ms: dict[str, list[float]] = {"post": [], "delete": []}
         finished = 0
 
         async def submit(i: int) -> None:
@@ -169,7 +170,9 @@ async def run(server: str, args, memory_probe=None) -> dict:
             body = {"apiVersion": "orloj.dev/v1", "kind": "Task", "metadata": {"name": name, "namespace": NS},
                     "spec": {"system": system, "input": {"topic": f"load {i}"}}}
             async with slots:
+                posted = time.monotonic()
                 resp = await http.post("/v1/tasks", json=body)
+                http_ms["post"].append((time.monotonic() - posted) * 1000)
                 if not resp.is_success:
                     create_errors.append(f"{name}: {resp.status_code} {resp.text[:200]}")
                     return
@@ -181,7 +184,9 @@ async def run(server: str, args, memory_probe=None) -> dict:
                     if error:
                         injection_errors.append(f"{name}: {error}")
                 if await tracker.wait(name, args.timeout) and not args.keep:
+                    deleting = time.monotonic()
                     await http.delete(f"/v1/tasks/{name}", params={"namespace": NS})
+                    http_ms["delete"].append((time.monotonic() - deleting) * 1000)
                 finished += 1
                 if marks and finished >= marks[0]:
                     mark = marks.pop(0)
@@ -192,6 +197,7 @@ async def run(server: str, args, memory_probe=None) -> dict:
         elapsed = time.monotonic() - started
         watcher.cancel()
     report = _report(created, kinds, tracker.done, elapsed, args.tasks)
+    report["http_ms"] = {k: percentiles(v) for k, v in http_ms.items()}
     report["create_errors"] = create_errors[:20]
     report["injection_errors"] = injection_errors[:20]
     if memory:
@@ -313,9 +319,15 @@ def main() -> int:
             floor = measure(server, args.floor_tasks or min(args.tasks, 2000), args.concurrency,
                             args.nats_url if args.log == "jetstream" else "")
         baseline_memory = probe() if probe else None
+        cpu_before = ray_processes() if args.embedded else None
         kills = _start_kills(args, stop_kills)
         report = asyncio.run(run(server, args, probe))
         stop_kills.set()
+        if cpu_before is not None:
+            after = ray_processes()
+            report["cpu_ms_per_task"] = {role: round((after[role]["cpu_s"] - cpu_before[role]["cpu_s"]) * 1000 / args.tasks, 1)
+                                         for role in after}
+            report["cpu_ms_per_task"]["total"] = round(sum(report["cpu_ms_per_task"].values()), 1)
         report["kills"] = kills
         if probe:
             report.setdefault("memory_rss_mib", {}).update(before_run=baseline_memory, end=probe())
@@ -347,25 +359,39 @@ ROLES = (("StoreHost", "store"), ("Supervisor", "supervisor"), ("AgentActor", "a
          ("ServeReplica", "serve_replica"), ("ProxyActor", "serve_proxy"), ("ServeController", "serve_controller"))
 
 
-def ray_rss_mib() -> dict:
-    """Resident memory of the Ray worker processes involved, by role (their ``ray::<Class>`` titles)."""
-    out = {role: 0.0 for _, role in ROLES}
+def ray_processes() -> dict[str, dict[str, float]]:
+    """RSS (MiB) and CPU time used so far (s) of the Ray worker processes involved, by role
+    (their ``ray::<Class>`` process titles); ``driver``: this process (load client + Ray driver)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {role: {"rss_mib": 0.0, "cpu_s": 0.0} for _, role in ROLES}
+    out["driver"] = {"rss_mib": 0.0, "cpu_s": 0.0}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-            if not title.startswith("ray::"):
-                continue
-            role = next((r for cls, r in ROLES if title[5:].startswith(cls)), None)
+            if int(pid) == os.getpid():
+                role = "driver"
+            elif title.startswith("ray::"):
+                role = next((r for cls, r in ROLES if title[5:].startswith(cls)), None)
+            else:
+                role = None
             if role is None:
                 continue
             rss_kib = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
                            if line.startswith("VmRSS:"))
-        except (OSError, StopIteration, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu_s = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        except (OSError, StopIteration, ValueError, IndexError):
             continue
-        out[role] += rss_kib / 1024
-    out = {k: round(v, 1) for k, v in out.items()}
+        out[role]["rss_mib"] += rss_kib / 1024
+        out[role]["cpu_s"] += cpu_s
+    return out
+
+
+def ray_rss_mib() -> dict:
+    """Resident memory (MiB) of the Ray processes involved, by role, and their total."""
+    out = {role: round(v["rss_mib"], 1) for role, v in ray_processes().items() if role != "driver"}
     out["total"] = round(sum(out.values()), 1)
     return out
 

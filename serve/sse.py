@@ -69,13 +69,34 @@ def _stream(gen: AsyncIterator[bytes]) -> StreamingResponse:
     return StreamingResponse(gen, headers=SSE_HEADERS)
 
 
-async def _follow(request: Request, store, cursor: int, settings: StreamSettings) -> AsyncIterator[Event | None]:
+def _coalesce(events: list[Event]) -> list[Event]:
+    """Drop a resource write that a later write of the same object in the same batch supersedes
+    (a delete in between keeps both). A busy watch then sends each object's latest state once
+    per read of the log instead of once per write, as upstream's 1 s poll-and-diff does."""
+    keep, written_later = [], set()
+    for event in reversed(events):
+        key = (event.kind, event.namespace or "default", event.name)
+        if event.type == "resource.deleted":
+            written_later.discard(key)
+        elif event.type in RESOURCE_WRITES:
+            if key in written_later:
+                continue
+            written_later.add(key)
+        keep.append(event)
+    keep.reverse()
+    return keep
+
+
+async def _follow(request: Request, store, cursor: int, settings: StreamSettings,
+                  coalesce: bool = False) -> AsyncIterator[Event | None]:
     """Events after ``cursor`` until the client leaves; ``None`` when a heartbeat is due."""
     last_beat = time.monotonic()
     while not await request.is_disconnected():
         due_in = settings.heartbeat_s - (time.monotonic() - last_beat)
         events = await store.events_after(cursor, timeout_s=max(0.0, min(settings.wait_s, due_in)))
-        for event in events:
+        if events:
+            cursor = max(cursor, events[-1].id)
+        for event in _coalesce(events) if coalesce else events:
             cursor = max(cursor, event.id)
             yield event
         if time.monotonic() - last_beat >= settings.heartbeat_s:
@@ -107,9 +128,11 @@ def _register_watch(app: FastAPI, store, info: KindInfo, settings: StreamSetting
 
         async def changes() -> AsyncIterator[bytes]:
             seen: dict[tuple[str, str], int] = {}
+            bodies: dict[tuple[str, str], dict] = {}  # what a status event lacks (spec, ...) per object sent
 
             def emit(obj: dict) -> bytes | None:
                 key = _key(obj)
+                bodies[key] = {k: v for k, v in obj.items() if k not in ("metadata", "status")}
                 rv = _rv(obj["metadata"].get("resourceVersion"))
                 previous = seen.get(key)
                 if previous is not None and rv <= previous:
@@ -126,7 +149,7 @@ def _register_watch(app: FastAPI, store, info: KindInfo, settings: StreamSetting
                     if out:
                         yield out
 
-            async for event in _follow(request, store, cursor, settings):
+            async for event in _follow(request, store, cursor, settings, coalesce=True):
                 if event is None:
                     yield KEEP_ALIVE
                     continue
@@ -135,6 +158,7 @@ def _register_watch(app: FastAPI, store, info: KindInfo, settings: StreamSetting
                 key = (event.namespace or "default", event.name)
                 if event.type == "resource.deleted":
                     last = seen.pop(key, None)
+                    bodies.pop(key, None)
                     if last is None:
                         continue
                     rv = event.resource_version or str(last)
@@ -142,7 +166,10 @@ def _register_watch(app: FastAPI, store, info: KindInfo, settings: StreamSetting
                     yield frame("resource", {"type": "deleted", "resource": {"metadata": meta}})
                 elif event.type in RESOURCE_WRITES:
                     data = event.data
-                    if event.type == "resource.status" or not (isinstance(data, dict) and "spec" in data):
+                    if (event.type == "resource.status" and key in bodies and isinstance(data, dict)
+                            and "metadata" in data):  # the status write itself + the object's unchanged rest
+                        data = {**bodies[key], "metadata": data["metadata"], "status": data.get("status") or {}}
+                    elif event.type == "resource.status" or not (isinstance(data, dict) and "spec" in data):
                         try:
                             data = await store.get(kind, key[0], key[1])
                         except NotFound:
