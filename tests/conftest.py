@@ -7,22 +7,16 @@ cluster (its own temp dir, dashboard off) and one Serve deployment on a free loo
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 
 import pytest
+from tests_support import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CONFORMANCE = REPO / "tests" / "conformance"  # a copy of shared/conformance: the suite needs nothing outside
 UPSTREAM_EXAMPLES = CONFORMANCE / "upstream-examples"
 GOLDEN = CONFORMANCE / "upstream-examples-normalized.jsonl"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -6,17 +6,11 @@ fill the store before starting (``asyncio.run``), then talk to it over HTTP only
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import uvicorn
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests_support import free_port
 
 
 class LiveServer:

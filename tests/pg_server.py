@@ -19,7 +19,6 @@ import pwd
 import secrets
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,7 @@ from typing import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from tests_support import free_port
 
 SHARED_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -52,12 +52,6 @@ def reachable(url: str, timeout_s: int = 2) -> bool:
         return True
     except psycopg.Error:
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PgServer:

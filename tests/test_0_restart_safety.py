@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,20 +27,11 @@ import yaml
 
 from counting_tool import AGENTS, CountingTool, counting_manifests
 from pg_server import find_or_start
+from tests_support import free_port, run_orloj
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 TASKS = 50
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _orloj(env, *args, timeout=240):
-    return subprocess.run([str(BIN / "orloj"), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
@@ -56,8 +46,8 @@ def database():
 
 
 def _up(env, port, database_url):
-    res = _orloj(env, "up", "--detach", "--port", str(port), "--store", "postgres", "--database-url", database_url,
-                 "--log", "jetstream", "--tool-allowed-networks", "127.0.0.0/8")
+    res = run_orloj(env, "up", "--detach", "--port", str(port), "--store", "postgres", "--database-url", database_url,
+                 "--log", "jetstream", "--tool-allowed-networks", "127.0.0.0/8", timeout=240)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return json.loads((Path(env["ORLOJ_HOME"]) / "up.json").read_text())
 
@@ -99,7 +89,7 @@ def test_stop_everything_mid_run_and_start_again_finishes_every_task_once(how, t
 
     assert not ray.is_initialized(), "this module must run before the shared Ray cluster starts"
     home = tmp_path / "home"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "ORLOJ_HOME": str(home), "ORLOJ_SERVER": f"http://127.0.0.1:{port}",
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("ORLOJ_NATS_URL", None)
@@ -108,14 +98,14 @@ def test_stop_everything_mid_run_and_start_again_finishes_every_task_once(how, t
         try:
             manifest = tmp_path / "count.yaml"
             manifest.write_text(yaml.safe_dump_all(counting_manifests(tool.url, tasks=TASKS, latency_ms=1500)))
-            res = _orloj(env, "apply", "-f", str(manifest))
+            res = run_orloj(env, "apply", "-f", str(manifest))
             assert res.returncode == 0, res.stdout + res.stderr
             deadline = time.monotonic() + 120
             while len(tool.calls) < 20:  # well into the run, far from its end (150 steps)
                 assert time.monotonic() < deadline, f"only {len(tool.calls)} tool calls"
                 time.sleep(0.1)
             if how == "down":
-                res = _orloj(env, "down")
+                res = run_orloj(env, "down")
                 assert res.returncode == 0, res.stdout + res.stderr
             else:
                 _crash(state, home)
@@ -124,7 +114,7 @@ def test_stop_everything_mid_run_and_start_again_finishes_every_task_once(how, t
             state = _up(env, port, database)
             tasks = _wait_done(state["api_url"], timeout=300)
         finally:
-            _orloj(env, "down")
+            run_orloj(env, "down")
     for task in tasks:
         status = task["status"]
         assert status["phase"] == "Succeeded", (task["metadata"]["name"], status.get("lastError"))

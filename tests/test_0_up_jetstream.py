@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,20 +19,11 @@ import pytest
 import yaml
 
 from counting_tool import CountingTool, counting_manifests
+from tests_support import free_port, run_orloj
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 TASKS = 4
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _orloj(env, *args, timeout=180):
-    return subprocess.run([str(BIN / "orloj"), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_up_with_jetstream_runs_tasks_once_each_and_down_stops_nats(tmp_path):
@@ -41,11 +31,11 @@ def test_up_with_jetstream_runs_tasks_once_each_and_down_stops_nats(tmp_path):
 
     assert not ray.is_initialized(), "this module must run before the shared Ray cluster starts"
     home = tmp_path / "home"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "ORLOJ_HOME": str(home), "ORLOJ_SERVER": f"http://127.0.0.1:{port}",
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("ORLOJ_NATS_URL", None)
-    res = _orloj(env, "up", "--detach", "--port", str(port), "--log", "jetstream",
+    res = run_orloj(env, "up", "--detach", "--port", str(port), "--log", "jetstream",
                  "--tool-allowed-networks", "127.0.0.0/8")
     assert res.returncode == 0, res.stdout + res.stderr
     state = json.loads((home / "up.json").read_text())
@@ -55,7 +45,7 @@ def test_up_with_jetstream_runs_tasks_once_each_and_down_stops_nats(tmp_path):
         with CountingTool() as tool:
             manifest = tmp_path / "count.yaml"
             manifest.write_text(yaml.safe_dump_all(counting_manifests(tool.url, tasks=TASKS)))
-            res = _orloj(env, "apply", "-f", str(manifest))
+            res = run_orloj(env, "apply", "-f", str(manifest))
             assert res.returncode == 0, res.stdout + res.stderr
             with httpx.Client(base_url=state["api_url"], timeout=10) as http:
                 runtime = http.get("/v1/runtime").json()
@@ -73,7 +63,7 @@ def test_up_with_jetstream_runs_tasks_once_each_and_down_stops_nats(tmp_path):
                 assert {m["phase"] for m in task["status"]["messages"]} == {"Succeeded"}
             assert len(tool.calls) == 3 * TASKS and tool.repeated() == {}
     finally:
-        res = _orloj(env, "down")
+        res = run_orloj(env, "down")
     assert res.returncode == 0, res.stdout + res.stderr
     nats_port = int(state["nats_url"].rsplit(":", 1)[1])
     with socket.socket() as s:  # the nats-server orloj started is gone with it

@@ -10,23 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from tests_support import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +29,7 @@ def up(tmp_path_factory):
 
     assert not ray.is_initialized(), "this module must run before the shared Ray cluster starts"
     home = tmp_path_factory.mktemp("orloj-home")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "ORLOJ_HOME": str(home), "ORLOJ_SERVER": f"http://127.0.0.1:{port}",
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     res = subprocess.run([str(BIN / "orloj"), "up", "--detach", "--port", str(port), "--mode", "sequential"], env=env, capture_output=True,
@@ -68,7 +62,7 @@ def test_second_up_says_what_is_in_use_and_how_to_proceed(up, tmp_path):
     other = {**env, "ORLOJ_HOME": str(tmp_path / "a")}
     res = orloj(other, "up", "--detach", "--port", port)
     assert res.returncode == 1 and f"port {port} is in use" in res.stderr
-    res = orloj(other, "up", "--detach", "--port", str(_free_port()))
+    res = orloj(other, "up", "--detach", "--port", str(free_port()))
     assert res.returncode == 1, res.stdout + res.stderr
     assert "a Ray cluster is already running" in res.stdout + res.stderr and "--address auto" in res.stdout + res.stderr
 

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,16 +24,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests_support import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ours(temp_dir: str) -> list[int]:
@@ -79,15 +73,15 @@ def head():
 
     assert not ray.is_initialized(), "this module must run before the shared Ray cluster starts"
     temp_dir = tempfile.mkdtemp(prefix="orloj-rj-", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
-    dashboard = _free_port()
+    dashboard = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_SCHEDULER_EVENTS": "0",
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     cmd = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-           "--port", str(_free_port()), "--num-cpus", "2", "--disable-usage-stats", "--temp-dir", temp_dir,
+           "--port", str(free_port()), "--num-cpus", "2", "--disable-usage-stats", "--temp-dir", temp_dir,
            "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-           "--dashboard-agent-listen-port", str(_free_port()), "--ray-client-server-port", str(_free_port()),
-           "--metrics-export-port", str(_free_port())]
+           "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port()),
+           "--metrics-export-port", str(free_port())]
     log = open(Path(temp_dir) / "ray-start.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
@@ -136,7 +130,7 @@ RUNTIME_ENV = json.dumps({"excludes": [".cache", ".venv", ".git"],
 
 @pytest.fixture(scope="module")
 def control_plane(head):
-    port = _free_port()
+    port = free_port()
     job_id = f"orloj-control-plane-{uuid.uuid4().hex[:8]}"
     res = ray_cli(head, "job", "submit", "--submission-id", job_id, "--no-wait", "--working-dir", ".",
                   "--runtime-env-json", RUNTIME_ENV, "--",

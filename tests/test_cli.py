@@ -17,6 +17,7 @@ from rich.console import Console
 
 from orloj_ray.cli import render, scaffold
 from orloj_ray.cli.main import hoist_global_flags, main
+from tests_support import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 UPSTREAM = REPO / "tests" / "conformance" / "upstream-examples"
@@ -35,12 +36,6 @@ metadata:
 spec:
   type: carrier-pigeon
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def orloj(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 60):
@@ -95,7 +90,7 @@ def test_apply_invalid_never_contacts_the_server(tmp_path):
 
 def test_apply_valid_with_no_server_says_how_to_start_it(tmp_path):
     res = orloj("apply", "-f", str(REPO / "examples/blueprints/pipeline/model-endpoint.yaml"),
-                env={"ORLOJ_SERVER": f"http://127.0.0.1:{_free_port()}"})
+                env={"ORLOJ_SERVER": f"http://127.0.0.1:{free_port()}"})
     assert res.returncode == 1
     assert "cannot reach orloj-ray at http://127.0.0.1:" in res.stderr and "orloj up" in res.stderr
 
@@ -233,7 +228,7 @@ def test_global_flags_are_hoisted():
 
 
 def test_status_without_server_exits_1_with_hint(tmp_path):
-    res = orloj("status", env={"ORLOJ_SERVER": f"http://127.0.0.1:{_free_port()}", "ORLOJ_HOME": str(tmp_path)})
+    res = orloj("status", env={"ORLOJ_SERVER": f"http://127.0.0.1:{free_port()}", "ORLOJ_HOME": str(tmp_path)})
     assert res.returncode == 1
     assert "health:     unreachable" in res.stdout
     assert "cannot reach orloj-ray at http://127.0.0.1:" in res.stderr and "`orloj up`" in res.stderr
@@ -308,7 +303,7 @@ def fake_cluster(tmp_path):
 @pytest.mark.slow
 def test_up_detach_status_down(fake_cluster):
     cwd, home = fake_cluster
-    port = _free_port()
+    port = free_port()
     env = {"ORLOJ_HOME": str(home), "ORLOJ_SERVER": f"http://127.0.0.1:{port}"}
     res = orloj("up", "--detach", "--port", str(port), env=env, cwd=cwd)
     assert res.returncode == 0, res.stderr
@@ -339,7 +334,7 @@ def test_up_detach_status_down(fake_cluster):
 
 def test_up_detach_child_exits_early_shows_log(fake_cluster):
     cwd, home = fake_cluster
-    res = orloj("up", "--detach", "--port", str(_free_port()), env={"ORLOJ_HOME": str(home), "FAKE_UP_FAIL": "1"},
+    res = orloj("up", "--detach", "--port", str(free_port()), env={"ORLOJ_HOME": str(home), "FAKE_UP_FAIL": "1"},
                 cwd=cwd)
     assert res.returncode == 1
     assert "exited during startup (exit code 3)" in res.stderr

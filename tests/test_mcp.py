@@ -25,18 +25,13 @@ from orloj_ray.resources import normalize
 from orloj_ray.store import MemoryStore
 from orloj_ray.store.base import LabelSelector
 from orloj_ray.tools import ToolCallContext, ToolError, default_tool_runner
+from tests_support import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = str(REPO / "tests" / "mcp_fixture_server.py")
 NPM_CACHE = REPO / ".cache" / "npm"
 EVERYTHING = NPM_CACHE / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
 CTX = ToolCallContext("default", "t", "a", "default/t/a1/s001/tool")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server_doc(name: str, **spec) -> dict:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import glob
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -10,6 +13,19 @@ import httpx
 import yaml
 
 TERMINAL = ("Succeeded", "Failed", "DeadLetter")
+
+
+def run_orloj(env: dict, *args: str, cwd=None, timeout: float = 180) -> subprocess.CompletedProcess:
+    """The ``orloj`` CLI of this venv as a user runs it, output captured."""
+    return subprocess.run([str(Path(sys.executable).parent / "orloj"), *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    """A loopback port free right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_for_phase(http: httpx.Client, plural: str, name: str, namespace: str, *, timeout: float = 60.0,

@@ -65,10 +65,11 @@ class Controller:
         self.clock = clock
         self.schedules = ScheduleController(store, clock=clock)
         self.schedule_max_sleep_s = schedule_max_sleep_s
+        """Longest sleep between TaskSchedule ticks: a bound, since clocks jump."""
         self.task_retention = task_retention
         """Finished tasks older than this lose their trace/history/messages (0: kept); ``ServerConfig.task_retention``."""
         self.retention_scan_s = retention_scan_s
-        """Longest sleep between TaskSchedule ticks: a bound, since clocks jump."""
+        """Seconds between retention sweeps."""
 
     def stop(self) -> None:
         self._stop.set()

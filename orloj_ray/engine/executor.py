@@ -261,8 +261,6 @@ class TaskExecutor:
     def _take(self, env: Envelope, delivery: Delivery | None = None) -> None:
         self._active[env.message_id] = [delivery] if delivery is not None else []
         self._changed.set()
-        if self._group is None:
-            return
         _spawn(self._group, self._process(env))
 
     async def _process(self, env: Envelope) -> None:

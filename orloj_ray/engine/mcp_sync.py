@@ -17,6 +17,7 @@ import asyncio
 import logging
 from datetime import datetime, timezone
 
+from orloj_ray.engine.owned import upsert_generated
 from orloj_ray.engine.resolve import resolve_secret
 from orloj_ray.errors import Conflict, NotFound, OrlojError
 from orloj_ray.mcp import McpCallError, McpConfigError, McpConnection, McpToolInfo, connection_from_server, open_session
@@ -95,13 +96,7 @@ async def write_tools(store, server: dict, tools: list[McpToolInfo]) -> list[str
     for tool in tools:
         doc = tool_document(server, tool)
         names.append(doc["metadata"]["name"])
-        try:
-            current = await store.get("Tool", ns, doc["metadata"]["name"])
-            if current.get("spec") == doc["spec"] and current["metadata"].get("labels") == doc["metadata"]["labels"]:
-                continue
-        except NotFound:
-            pass
-        await store.upsert(doc, source=SOURCE)
+        await upsert_generated(store, doc, source=SOURCE)
     await delete_server_tools(store, ns, server["metadata"]["name"], keep=set(names))
     return names
 

@@ -21,15 +21,23 @@ async def sync_owned(store, agent: dict) -> list[str]:
     for doc in expand_agent(agent):
         name = doc["metadata"]["name"]
         refs.append(f"{doc['kind'].lower()}/{name}")
-        try:
-            current = await store.get(doc["kind"], ns, name)
-            if current["spec"] == doc["spec"] and current["metadata"].get("labels") == doc["metadata"]["labels"]:
-                continue
-        except NotFound:
-            pass
-        await store.upsert(doc, source=SOURCE)
+        await upsert_generated(store, doc, source=SOURCE)
     await _delete_owned(store, ns, agent["metadata"]["name"], keep=set(refs))
     return refs
+
+
+async def upsert_generated(store, doc: dict, *, source: str) -> bool:
+    """Write a generated resource unless the stored one already has its spec and labels
+    (no write, no event, no resourceVersion churn on every reconcile). True when written."""
+    meta = doc["metadata"]
+    try:
+        current = await store.get(doc["kind"], meta.get("namespace") or "default", meta["name"])
+        if current.get("spec") == doc["spec"] and current["metadata"].get("labels") == meta.get("labels"):
+            return False
+    except NotFound:
+        pass
+    await store.upsert(doc, source=source)
+    return True
 
 
 async def delete_owned(store, namespace: str, agent_name: str) -> None:

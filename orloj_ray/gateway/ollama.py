@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from orloj_ray.gateway.base import CompletionReply, CompletionRequest, Endpoint, Message, ModelError, ToolCall, Usage
+from orloj_ray.gateway.base import CompletionReply, CompletionRequest, Endpoint, Message, ModelError, Usage
 from orloj_ray.gateway.http import (
     HttpProvider, bad_response, base_url, float_option, int_option, normalized_options,
 )
-from orloj_ray.gateway.openai import openai_tools
+from orloj_ray.gateway.openai import function_calls, openai_tools
 from orloj_ray.gateway.toolnames import ToolAliases
 
 OLLAMA_BASE_URL = "http://127.0.0.1:11434"
@@ -119,17 +119,7 @@ def ollama_reply(doc: dict, aliases: ToolAliases, request: CompletionRequest) ->
                          code="model_provider_error")
     message = doc.get("message") or {}
     step = request.metadata.get("step", 1)
-    calls = []
-    for i, item in enumerate(message.get("tool_calls") or []):
-        fn = (item or {}).get("function") or {}
-        name = str(fn.get("name") or "").strip()
-        if not name:
-            continue
-        arguments = fn.get("arguments")
-        if not isinstance(arguments, str):
-            arguments = json.dumps(arguments if arguments is not None else {})
-        calls.append(ToolCall(id=str(item.get("id") or f"ollama_{step}_{i + 1}"), name=aliases.runtime_name(name),
-                              arguments=arguments))
+    calls = function_calls(message.get("tool_calls"), aliases, lambda i: f"ollama_{step}_{i}")
     return CompletionReply(text=str(message.get("content") or "").strip(), tool_calls=calls,
                            usage=Usage(input_tokens=max(0, int(doc.get("prompt_eval_count") or 0)),
                                        output_tokens=max(0, int(doc.get("eval_count") or 0))),

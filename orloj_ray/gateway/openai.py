@@ -68,6 +68,23 @@ def message_text(content) -> str:
     return ""
 
 
+def function_calls(items, aliases: ToolAliases, default_id) -> list[ToolCall]:
+    """``[{id?, function: {name, arguments}}]`` (OpenAI and Ollama) as ToolCalls; entries without
+    a name are skipped, arguments become a JSON string, ``default_id(n)`` names id-less calls."""
+    calls = []
+    for i, item in enumerate(items or []):
+        fn = (item or {}).get("function") or {}
+        name = str(fn.get("name") or "").strip()
+        if not name:
+            continue
+        arguments = fn.get("arguments")
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments if arguments is not None else {})
+        calls.append(ToolCall(id=str(item.get("id") or default_id(i + 1)).strip(), name=aliases.runtime_name(name),
+                              arguments=arguments))
+    return calls
+
+
 def openai_reply(doc: dict, aliases: ToolAliases) -> CompletionReply:
     """Parse a Chat Completions answer (also Azure's)."""
     if isinstance(doc.get("error"), dict):
@@ -77,17 +94,7 @@ def openai_reply(doc: dict, aliases: ToolAliases) -> CompletionReply:
     if not choices or not isinstance(choices[0], dict):
         raise ModelError("model response missing choices", retryable=True, code="model_bad_response")
     message = choices[0].get("message") or {}
-    calls = []
-    for i, item in enumerate(message.get("tool_calls") or []):
-        fn = (item or {}).get("function") or {}
-        name = str(fn.get("name") or "").strip()
-        if not name:
-            continue
-        arguments = fn.get("arguments")
-        if not isinstance(arguments, str):
-            arguments = json.dumps(arguments if arguments is not None else {})
-        calls.append(ToolCall(id=str(item.get("id") or f"call_{i + 1}").strip(), name=aliases.runtime_name(name),
-                              arguments=arguments))
+    calls = function_calls(message.get("tool_calls"), aliases, lambda i: f"call_{i}")
     usage = doc.get("usage") or {}
     return CompletionReply(
         text=message_text(message.get("content")),

@@ -10,9 +10,10 @@ from __future__ import annotations
 from orloj_ray.errors import Conflict, InvalidResource, NotFound
 from orloj_ray.store.base import Event, LabelSelector, ListPage
 from orloj_ray.store.events import DEFAULT_CAPACITY, EventLog, resource_event
-from orloj_ray.store.util import clean_rv, clone, now_rfc3339, quote
+from orloj_ray.store.util import (
+    clamp_limit, clean_rv, clone, incoming, now_rfc3339, object_key, quote, required_rv, rv_conflict,
+)
 
-MAX_LIMIT = 1000
 
 _Key = tuple[str, str]  # (namespace, name)
 
@@ -26,13 +27,13 @@ class MemoryStore:
         self._audit: list[dict] = []
 
     async def create(self, obj: dict, *, source: str = "apiserver") -> dict:
-        kind, key, body = _incoming(obj)
+        kind, key, body = incoming(obj)
         if key in self._kinds.get(kind, {}):
             raise Conflict(f"{kind.lower()} {quote(key[1])} already exists")
         return self._insert(kind, key, body, source)
 
     async def upsert(self, obj: dict, *, source: str = "apiserver") -> tuple[dict, bool]:
-        kind, key, body = _incoming(obj)
+        kind, key, body = incoming(obj)
         current = self._kinds.get(kind, {}).get(key)
         if current is None:
             return self._insert(kind, key, body, source), True
@@ -52,7 +53,7 @@ class MemoryStore:
         limit: int | None = None,
         after: str | None = None,
     ) -> ListPage:
-        limit = MAX_LIMIT if not limit or limit <= 0 else min(limit, MAX_LIMIT)
+        limit = clamp_limit(limit)
         items = self._kinds.get(kind, {})
         keys = sorted(k for k in items if not namespace or k[0] == namespace)
         if after:
@@ -67,9 +68,9 @@ class MemoryStore:
         return ListPage(items=[clone(items[k]) for k in page], continue_=cont)
 
     async def update(self, obj: dict, expected_rv: str, *, source: str = "apiserver") -> dict:
-        kind, key, body = _incoming(obj)
+        kind, key, body = incoming(obj)
         current = self._current(kind, *key)
-        _check_rv(kind, _required_rv(expected_rv), current)
+        _check_rv(kind, required_rv(expected_rv), current)
         return self._replace(kind, key, current, body, source)
 
     async def update_status(
@@ -79,7 +80,7 @@ class MemoryStore:
         if not isinstance(status, dict):
             raise InvalidResource("status must be an object", field="status")
         current = self._current(kind, namespace, name)
-        _check_rv(kind, _required_rv(expected_rv), current)
+        _check_rv(kind, required_rv(expected_rv), current)
         meta = current["metadata"]
         status = clone(status)
         if not status.get("observedGeneration"):
@@ -91,7 +92,7 @@ class MemoryStore:
 
     async def delete(self, kind: str, namespace: str, name: str, *, source: str = "apiserver") -> dict:
         current = self._current(kind, namespace, name)
-        del self._kinds[kind][_key(namespace, name)]
+        del self._kinds[kind][object_key(namespace, name)]
         self._events.append(resource_event("deleted", current, source))
         return current
 
@@ -112,7 +113,7 @@ class MemoryStore:
     async def list_audit(self, namespace: str | None = None, *, task: str | None = None, agent: str | None = None,
                          decision: str | None = None, code: str | None = None, subject: str | None = None,
                          after: int = 0, limit: int | None = None) -> list[dict]:
-        limit = MAX_LIMIT if not limit or limit <= 0 else min(limit, MAX_LIMIT)
+        limit = clamp_limit(limit)
         wanted = {k: v for k, v in (("namespace", namespace), ("task", task), ("agent", agent),
                                     ("decision", decision), ("code", code), ("subject", subject)) if v}
         out = []
@@ -129,7 +130,7 @@ class MemoryStore:
         return self._kinds.setdefault(kind, {})
 
     def _current(self, kind: str, namespace: str, name: str) -> dict:
-        found = self._kinds.get(kind, {}).get(_key(namespace, name))
+        found = self._kinds.get(kind, {}).get(object_key(namespace, name))
         if found is None:
             raise NotFound(f"{kind.lower()} {quote(name)} not found")
         return found
@@ -138,7 +139,7 @@ class MemoryStore:
         meta = body["metadata"]
         body_rv = clean_rv(meta.get("resourceVersion"))
         if body_rv not in ("", "0"):
-            raise _conflict(kind, body_rv, "")
+            raise rv_conflict(kind, body_rv, "")
         meta.update(resourceVersion="1", generation=1, createdAt=now_rfc3339())
         status = body.pop("status", None)
         body["status"] = status if isinstance(status, dict) else {}
@@ -162,27 +163,6 @@ class MemoryStore:
         return clone(body)
 
 
-def _incoming(obj: dict) -> tuple[str, _Key, dict]:
-    """Validate the identity of a written object and return (kind, key, private copy)."""
-    if not isinstance(obj, dict):
-        raise InvalidResource("resource must be an object")
-    kind = obj.get("kind")
-    if not isinstance(kind, str) or not kind:
-        raise InvalidResource("kind is required", field="kind")
-    meta = obj.get("metadata")
-    name = meta.get("name") if isinstance(meta, dict) else None
-    if not isinstance(name, str) or not name:
-        raise InvalidResource("metadata.name is required", field="metadata.name")
-    body = clone(obj)
-    key = _key(body["metadata"].get("namespace"), name)
-    body["metadata"]["namespace"] = key[0]
-    return kind, key, body
-
-
-def _key(namespace: str | None, name: str) -> _Key:
-    return (namespace or "default", name)
-
-
 def _after(key: _Key, cursor: str) -> bool:
     """Keyset filter: a ``namespace/name`` cursor compares the pair, a bare name the name."""
     if "/" in cursor:
@@ -190,21 +170,10 @@ def _after(key: _Key, cursor: str) -> bool:
     return key[1] > cursor
 
 
-def _required_rv(expected_rv: str) -> str:
-    rv = clean_rv(expected_rv)
-    if not rv:
-        raise Conflict("resourceVersion precondition required for update (set metadata.resourceVersion or If-Match)")
-    return rv
-
-
 def _check_rv(kind: str, expected: str, current: dict) -> None:
     current_rv = current["metadata"]["resourceVersion"]
     if expected != "*" and expected != current_rv:
-        raise _conflict(kind, expected, current_rv)
-
-
-def _conflict(kind: str, expected: str, current: str) -> Conflict:
-    return Conflict(f"{kind} resourceVersion conflict: expected={quote(expected)} current={quote(current)}")
+        raise rv_conflict(kind, expected, current_rv)
 
 
 def _next_rv(rv: str) -> str:

@@ -39,9 +39,10 @@ from orloj_ray.config import mask_url
 from orloj_ray.errors import Conflict, InvalidResource, NotFound, Unavailable
 from orloj_ray.store.base import Event, LabelSelector, ListPage
 from orloj_ray.store.events import resource_event
-from orloj_ray.store.memory import MAX_LIMIT, _conflict, _incoming, _required_rv  # shared write rules
 from orloj_ray.store.migrations import apply_migrations
-from orloj_ray.store.util import clean_rv, clone, now_rfc3339, now_rfc3339_nano, quote
+from orloj_ray.store.util import (
+    clamp_limit, clean_rv, clone, incoming, now_rfc3339, now_rfc3339_nano, quote, required_rv, rv_conflict,
+)
 
 log = logging.getLogger("orloj_ray.store.postgres")
 
@@ -125,12 +126,12 @@ class PostgresStore:
     # -- the Store protocol ------------------------------------------------------------------
 
     async def create(self, obj: dict, *, source: str = "apiserver") -> dict:
-        kind, (ns, name), body = _incoming(obj)
+        kind, (ns, name), body = incoming(obj)
         body_rv = clean_rv(body["metadata"].get("resourceVersion"))
         async with self._errors():
             if body_rv not in ("", "0"):
                 exists = await self._current_rv(None, kind, ns, name) is not None
-                raise Conflict(f"{kind.lower()} {quote(name)} already exists") if exists else _conflict(
+                raise Conflict(f"{kind.lower()} {quote(name)} already exists") if exists else rv_conflict(
                     kind, body_rv, "")
             async with self._tx() as conn:
                 stored = await self._insert(conn, kind, ns, name, body)
@@ -141,7 +142,7 @@ class PostgresStore:
         return stored
 
     async def upsert(self, obj: dict, *, source: str = "apiserver") -> tuple[dict, bool]:
-        kind, (ns, name), body = _incoming(obj)
+        kind, (ns, name), body = incoming(obj)
         body_rv = clean_rv(body["metadata"].get("resourceVersion"))
         async with self._errors(), self._tx() as conn:
             for _ in range(3):  # an insert that loses a race to a concurrent create tries the update again
@@ -150,9 +151,9 @@ class PostgresStore:
                 if stored is None:
                     current = await self._current_rv(conn, kind, ns, name)
                     if current is not None:
-                        raise _conflict(kind, body_rv, current)
+                        raise rv_conflict(kind, body_rv, current)
                     if body_rv not in ("", "0"):
-                        raise _conflict(kind, body_rv, "")
+                        raise rv_conflict(kind, body_rv, "")
                     stored = await self._insert(conn, kind, ns, name, body)
                     created = True
                 if stored is not None:
@@ -180,7 +181,7 @@ class PostgresStore:
         limit: int | None = None,
         after: str | None = None,
     ) -> ListPage:
-        limit = MAX_LIMIT if not limit or limit <= 0 else min(limit, MAX_LIMIT)
+        limit = clamp_limit(limit)
         where, params = ["kind = %s"], [kind]
         if namespace:
             where.append("namespace = %s")
@@ -206,8 +207,8 @@ class PostgresStore:
         return ListPage(items=[_assemble(row[:-2]) for row in rows], continue_=cont)
 
     async def update(self, obj: dict, expected_rv: str, *, source: str = "apiserver") -> dict:
-        kind, (ns, name), body = _incoming(obj)
-        rv = _required_rv(expected_rv)
+        kind, (ns, name), body = incoming(obj)
+        rv = required_rv(expected_rv)
         async with self._errors(), self._tx() as conn:
             stored = await self._replace(conn, kind, ns, name, body, rv)
             if stored is None:
@@ -222,7 +223,7 @@ class PostgresStore:
     ) -> dict:
         if not isinstance(status, dict):
             raise InvalidResource("status must be an object", field="status")
-        rv = _required_rv(expected_rv)
+        rv = required_rv(expected_rv)
         async with self._errors(), self._tx() as conn:
             stored = await self._write_status(conn, kind, namespace, name, status, f"AND {_RV_MATCHES}", rv)
             if stored is None:
@@ -296,7 +297,7 @@ class PostgresStore:
         after: int = 0,
         limit: int | None = None,
     ) -> list[dict]:
-        limit = MAX_LIMIT if not limit or limit <= 0 else min(limit, MAX_LIMIT)
+        limit = clamp_limit(limit)
         wanted = {k: v for k, v in (("namespace", namespace), ("task", task), ("agent", agent),
                                     ("decision", decision), ("code", code), ("subject", subject)) if v}
         sql = "SELECT id, record FROM orloj_audit WHERE id > %s"
@@ -432,7 +433,7 @@ class PostgresStore:
     async def _why_not(self, conn, kind: str, ns: str, name: str, expected: str) -> Exception:
         """The error for a conditional write that matched no row."""
         current = await self._current_rv(conn, kind, ns, name)
-        return _not_found(kind, name) if current is None else _conflict(kind, expected, current)
+        return _not_found(kind, name) if current is None else rv_conflict(kind, expected, current)
 
     async def _append(self, conn, event: Event) -> Event:
         """Insert the event with the next id; the counter row stays locked until commit."""

@@ -9,7 +9,7 @@ import random
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
-from orloj_ray.errors import Conflict
+from orloj_ray.errors import Conflict, InvalidResource
 
 if TYPE_CHECKING:
     from orloj_ray.store.base import Store
@@ -92,3 +92,46 @@ async def mutate_status(
                 raise
         await asyncio.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))
         attempt += 1
+
+
+# -- write rules shared by the store implementations -----------------------------------------
+
+MAX_LIMIT = 1000
+"""Largest page a list returns."""
+
+
+def clamp_limit(limit: int | None) -> int:
+    """A requested page size within 1..MAX_LIMIT (none or <= 0: MAX_LIMIT)."""
+    return MAX_LIMIT if not limit or limit <= 0 else min(limit, MAX_LIMIT)
+
+
+def incoming(obj: dict) -> tuple[str, tuple[str, str], dict]:
+    """Validate the identity of a written object and return (kind, key, private copy)."""
+    if not isinstance(obj, dict):
+        raise InvalidResource("resource must be an object")
+    kind = obj.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise InvalidResource("kind is required", field="kind")
+    meta = obj.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if not isinstance(name, str) or not name:
+        raise InvalidResource("metadata.name is required", field="metadata.name")
+    body = clone(obj)
+    key = object_key(body["metadata"].get("namespace"), name)
+    body["metadata"]["namespace"] = key[0]
+    return kind, key, body
+
+
+def object_key(namespace: str | None, name: str) -> tuple[str, str]:
+    return (namespace or "default", name)
+
+
+def required_rv(expected_rv: str) -> str:
+    rv = clean_rv(expected_rv)
+    if not rv:
+        raise Conflict("resourceVersion precondition required for update (set metadata.resourceVersion or If-Match)")
+    return rv
+
+
+def rv_conflict(kind: str, expected: str, current: str) -> Conflict:
+    return Conflict(f"{kind} resourceVersion conflict: expected={quote(expected)} current={quote(current)}")
