@@ -119,6 +119,9 @@ class RemoteStore:
                             *, source: str = "apiserver") -> dict:
         return await self._call("update_status", kind, namespace, name, status, expected_rv, source=source)
 
+    async def claim(self, kind: str, namespace: str, name: str, decide, *, source: str = "apiserver") -> dict | None:
+        return await self._call("claim", kind, namespace, name, decide, source=source)
+
     async def delete(self, kind: str, namespace: str, name: str, *, source: str = "apiserver") -> dict:
         return await self._call("delete", kind, namespace, name, source=source)
 

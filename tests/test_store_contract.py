@@ -565,6 +565,51 @@ async def test_mutate_status_missing_object(store):
         await mutate_status(store, "Agent", "default", "nope", lambda s: s)
 
 
+# -- claims -----------------------------------------------------------------------------------
+
+
+def take_unless_claimed(worker: str):
+    def decide(obj: dict) -> dict | None:
+        if obj["status"].get("claimedBy"):
+            return None
+        return {**obj["status"], "phase": "Running", "claimedBy": worker}
+    return decide
+
+
+async def test_claim_writes_the_status_decide_returns(store):
+    await store.create(agent("t"))
+    since = await store.last_event_id()
+    seen = []
+    decide = take_unless_claimed("w1")
+    claimed = await store.claim("Agent", "default", "t", lambda obj: seen.append(obj) or decide(obj),
+                                source="task-controller")
+    assert seen[0]["metadata"]["resourceVersion"] == "1"  # decided on the current object
+    assert claimed["status"] == {"phase": "Running", "claimedBy": "w1", "observedGeneration": 1}
+    assert claimed["metadata"]["resourceVersion"] == "2"
+    [event] = await new_events(store, since)
+    assert (event.type, event.source) == ("resource.status", "task-controller")
+    assert await store.claim("Agent", "default", "t", take_unless_claimed("w2")) is None  # decide passed
+    assert (await store.get("Agent", "default", "t"))["metadata"]["resourceVersion"] == "2"
+    assert await new_events(store, event.id) == []
+    with pytest.raises(NotFound):
+        await store.claim("Agent", "default", "missing", decide)
+
+
+async def test_concurrent_claimers_take_each_object_once(store):
+    names = [f"t{i:02d}" for i in range(12)]
+    for name in names:
+        await store.create(agent(name))
+
+    async def claimer(worker: str) -> list[str]:
+        got = await asyncio.gather(*(store.claim("Agent", "default", n, take_unless_claimed(worker)) for n in names))
+        return [obj["metadata"]["name"] for obj in got if obj is not None]
+
+    taken = [n for names_ in await asyncio.gather(*(claimer(f"w{i}") for i in range(4))) for n in names_]
+    assert sorted(taken) == names  # each exactly once
+    for item in (await store.list("Agent")).items:
+        assert item["metadata"]["resourceVersion"] == "2"
+
+
 # -- audit trail ------------------------------------------------------------------------------
 
 

@@ -188,76 +188,34 @@ async def test_two_instances_racing_on_one_version_one_wins(store, pg_url):
     assert (await store.get("Agent", "default", "a"))["metadata"]["resourceVersion"] == "2"
 
 
-async def test_try_mutate_status_skips_a_locked_row(store, pg_url):
+async def test_claim_skips_a_locked_row_instead_of_waiting(store, pg_url):
     await store.create(agent("t"))
-    claim = lambda obj: {**obj["status"], "claimedBy": "w1"}  # noqa: E731
+    take = lambda obj: {**obj["status"], "claimedBy": "w1"}  # noqa: E731
     async with await psycopg.AsyncConnection.connect(pg_url) as holder:
         async with holder.transaction():
             await holder.execute("SELECT 1 FROM orloj_resources WHERE name = 't' FOR UPDATE")
             started = time.monotonic()
-            assert await store.try_mutate_status("Agent", "default", "t", claim) is None
+            assert await store.claim("Agent", "default", "t", take) is None
             assert time.monotonic() - started < 1  # skipped, not queued behind the holder
-    claimed = await store.try_mutate_status("Agent", "default", "t", claim, source="task-controller")
-    assert claimed["status"] == {"claimedBy": "w1", "observedGeneration": 1}
-    assert claimed["metadata"]["resourceVersion"] == "2"
-    [event] = await store.events_after(await store.last_event_id() - 1)
-    assert event.type == "resource.status" and event.source == "task-controller"
-    assert await store.try_mutate_status("Agent", "default", "t", lambda obj: None) is None
-    with pytest.raises(NotFound):
-        await store.try_mutate_status("Agent", "default", "missing", claim)
+    claimed = await store.claim("Agent", "default", "t", take)
+    assert claimed["status"]["claimedBy"] == "w1" and claimed["metadata"]["resourceVersion"] == "2"
 
 
-def task(name: str, phase: str | None = None) -> dict:
-    obj = {"apiVersion": "orloj.dev/v1", "kind": "Task", "metadata": {"name": name}, "spec": {"system": "s"}}
-    if phase:
-        obj["status"] = {"phase": phase}
-    return obj
+async def test_two_instances_claiming_take_each_task_once(store, pg_url):
+    names = [f"t{i:02d}" for i in range(30)]
+    for name in names:
+        await store.create(agent(name))
 
+    def take_for(worker: str):
+        return lambda obj: None if obj["status"].get("claimedBy") else {**obj["status"], "claimedBy": worker}
 
-def take_for(worker: str):
-    def take(obj: dict) -> dict | None:
-        if obj["spec"].get("mode") == "template":
-            return None
-        return {**obj["status"], "phase": "Running", "claimedBy": worker}
-    return take
-
-
-async def test_claim_next_skips_locked_rows_and_what_fn_passes(store, pg_url):
-    await store.create(task("t0"))
-    await store.create({**task("t1"), "spec": {"mode": "template"}})
-    await store.create(task("t2"))
-    await store.create(task("t3", "Succeeded"))
-    async with await psycopg.AsyncConnection.connect(pg_url) as holder:
-        async with holder.transaction():
-            await holder.execute("SELECT 1 FROM orloj_resources WHERE name = 't0' FOR UPDATE")
-            got = await store.claim_next("Task", take_for("w1"), phases=("", "Pending"), source="task-controller")
-            assert got["metadata"]["name"] == "t2" and got["status"]["claimedBy"] == "w1"
-            assert got["metadata"]["resourceVersion"] == "2"
-            assert await store.claim_next("Task", take_for("w1"), phases=("", "Pending")) is None
-    got = await store.claim_next("Task", take_for("w2"), phases=("", "Pending"))
-    assert got["metadata"]["name"] == "t0"
-    assert await store.claim_next("Task", take_for("w2"), phases=("", "Pending")) is None
-    assert (await store.claim_next("Task", take_for("w3"), phases=("Succeeded",)))["metadata"]["name"] == "t3"
-
-
-async def test_concurrent_claimers_take_each_task_once(store, pg_url):
-    for i in range(30):
-        await store.create(task(f"t{i:02d}"))
     async with await PostgresStore.connect(pg_url) as other:
         async def claimer(s: PostgresStore, worker: str) -> list[str]:
-            names = []
-            for _ in range(40):
-                got = await s.claim_next("Task", take_for(worker), phases=("", "Pending"), batch=4)
-                if got is None:
-                    return names
-                names.append(got["metadata"]["name"])
-            return names
+            got = [await s.claim("Agent", "default", n, take_for(worker)) for n in names]
+            return [obj["metadata"]["name"] for obj in got if obj is not None]
 
         results = await asyncio.gather(*(claimer(store if i % 2 else other, f"w{i}") for i in range(4)))
-    claimed = [name for names in results for name in names]
-    assert sorted(claimed) == [f"t{i:02d}" for i in range(30)]  # each exactly once
-    for item in (await store.list("Task")).items:
-        assert item["metadata"]["resourceVersion"] == "2" and item["status"]["phase"] == "Running"
+    assert sorted(n for names_ in results for n in names_) == names
 
 
 async def test_values_postgres_cannot_hold_are_invalid(store):

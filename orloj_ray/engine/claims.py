@@ -13,9 +13,10 @@ for them to expire.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from functools import partial
 
-from orloj_ray.errors import Conflict, NotFound
-from orloj_ray.store.util import now_rfc3339_nano
+from orloj_ray.errors import NotFound
+from orloj_ray.store.util import clone, now_rfc3339_nano
 
 LEASE_S = 30.0
 """How long a lease lasts without renewal. Renewed every third of it."""
@@ -75,17 +76,24 @@ def claimable(task: dict, worker: str = "", now: datetime | None = None) -> bool
     return bool(worker) and takeover_reason(task, worker, now) is not None
 
 
-async def claim(store, task: dict, worker: str, *, lease_s: float = LEASE_S, resume: str | None = None) -> dict | None:
-    """Take the task for ``worker`` (a new attempt, or a takeover); None when someone else won.
+def take(task: dict, *, worker: str, lease_s: float = LEASE_S, resume: str | None = None) -> dict | None:
+    """The status of ``task`` once ``worker`` holds it (a new attempt, or a takeover); None when
+    it may not take it. Pure: the store calls it on the row it has locked (``Store.claim``),
+    so the decision is made on the current object, never on a stale read.
 
     ``resume``: a ``WaitingApproval`` task whose approval was decided continues its attempt
     (same messages, same epoch chain) with this history message.
     """
-    status = dict(task.get("status") or {})
     now = datetime.now(timezone.utc)
-    if resume is not None and status.get("phase") != "WaitingApproval":
+    status = clone(task.get("status") or {})
+    if resume is not None:
+        if status.get("phase") != "WaitingApproval":
+            return None
+        reason = resume
+    elif not claimable(task, worker, now):
         return None
-    reason = resume if resume is not None else takeover_reason(task, worker, now)
+    else:
+        reason = takeover_reason(task, worker, now)
     history = status.setdefault("history", [])
     if resume is not None:
         status.pop("pendingApproval", None)
@@ -108,9 +116,19 @@ async def claim(store, task: dict, worker: str, *, lease_s: float = LEASE_S, res
         "leaseEpoch": int(status.get("leaseEpoch") or 0) + 1,
         "startedAt": status.get("startedAt") or now_rfc3339_nano(),
     })
+    return status
+
+
+async def claim(store, task: dict, worker: str, *, lease_s: float = LEASE_S, resume: str | None = None) -> dict | None:
+    """Take ``task`` for ``worker``; None when it is gone, taken, or busy in another claimer's hands.
+
+    The store locks the row (PostgreSQL: ``FOR UPDATE SKIP LOCKED``) and decides with ``take``
+    on what it holds, so two supervisors never both win and neither waits for the other.
+    """
     meta = task["metadata"]
     try:
-        return await store.update_status("Task", meta["namespace"], meta["name"], status,
-                                         meta["resourceVersion"], source="task-controller")
-    except (Conflict, NotFound):
+        return await store.claim("Task", meta["namespace"], meta["name"],
+                                 partial(take, worker=worker, lease_s=lease_s, resume=resume),
+                                 source="task-controller")
+    except NotFound:
         return None

@@ -13,6 +13,7 @@ also what resource watches are built from (one ordered log, one id sequence).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -119,6 +120,19 @@ class Store(Protocol):
         """Replace the whole status, checking ``expected_rv`` as ``update`` does.
 
         A 0 or missing ``observedGeneration`` is set to ``metadata.generation``.
+        """
+
+    async def claim(
+        self, kind: str, namespace: str, name: str, decide: Callable[[dict], dict | None],
+        *, source: str = "apiserver",
+    ) -> dict | None:
+        """Hold the object against other claimers, let ``decide`` pick its new status, write it.
+
+        ``decide`` gets the current object and returns the whole new status, or None to leave
+        it. Returns the stored object, or None when ``decide`` passed or another claimer holds
+        the object right now (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; a claimer never queues).
+        NotFound when it does not exist. ``decide`` must be picklable (it may cross to the
+        store's actor): a module-level function or a ``functools.partial`` of one.
         """
 
     async def delete(self, kind: str, namespace: str, name: str, *, source: str = "apiserver") -> dict:

@@ -90,6 +90,13 @@ class MemoryStore:
         self._events.append(resource_event("status", current, source))
         return clone(current)
 
+    async def claim(self, kind: str, namespace: str, name: str, decide, *, source: str = "apiserver") -> dict | None:
+        current = self._current(kind, namespace, name)  # no await until written: atomic
+        status = decide(clone(current))
+        if status is None:
+            return None
+        return await self.update_status(kind, namespace, name, status, "*", source=source)
+
     async def delete(self, kind: str, namespace: str, name: str, *, source: str = "apiserver") -> dict:
         current = self._current(kind, namespace, name)
         del self._kinds[kind][object_key(namespace, name)]

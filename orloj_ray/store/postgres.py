@@ -16,9 +16,9 @@ Behaves as ``MemoryStore`` (one contract suite runs against both); how it gets t
 - ``events_after`` waits on LISTEN/NOTIFY (a trigger on the events table notifies with the
   id): a dedicated connection listens and wakes waiters; while it is down and reconnecting,
   waiters fall back to re-reading every half second.
-- Claims (``claim_next``, ``try_mutate_status``; beyond the protocol) lock rows with
-  ``FOR UPDATE SKIP LOCKED``: a claimer that finds a row busy moves on at once instead of
-  queueing behind the holder, so concurrent claimers get disjoint work.
+- Claims (``claim``) lock the row with ``FOR UPDATE SKIP LOCKED``: a claimer that finds it
+  busy moves on at once instead of queueing behind the holder, so supervisors racing for
+  due tasks get disjoint work and the decision is made on the row as locked.
 """
 
 from __future__ import annotations
@@ -310,19 +310,12 @@ class PostgresStore:
             rows = await cur.fetchall()
         return [{**record, "id": audit_id} for audit_id, record in rows]
 
-    # -- beyond the protocol -----------------------------------------------------------------
-
-    async def try_mutate_status(
-        self, kind: str, namespace: str, name: str, fn: Callable[[dict], dict | None],
+    async def claim(
+        self, kind: str, namespace: str, name: str, decide: Callable[[dict], dict | None],
         *, source: str = "apiserver",
     ) -> dict | None:
-        """A claim: lock the row unless someone else holds it, let ``fn`` decide, write its status.
-
-        The row is taken with ``SELECT ... FOR UPDATE SKIP LOCKED``: when another transaction
-        holds it (another claimer), this returns None at once instead of waiting. ``fn`` gets
-        the whole current object and returns the new status, or None to write nothing (then
-        None is returned). NotFound when the object does not exist.
-        """
+        """The row is taken with ``SELECT ... FOR UPDATE SKIP LOCKED``: when another transaction
+        holds it (another claimer), this returns None at once instead of queueing behind it."""
         async with self._errors(), self._tx() as conn:
             key = _key(kind, namespace, name)
             cur = await conn.execute(
@@ -332,52 +325,13 @@ class PostgresStore:
                 if await self._current_rv(conn, kind, key["ns"], name) is None:
                     raise _not_found(kind, name)
                 return None
-            status = fn(_assemble(row))
+            status = decide(_assemble(row))
             if status is None:
                 return None
             if not isinstance(status, dict):
                 raise InvalidResource("status must be an object", field="status")
             stored = await self._write_status(conn, kind, namespace, name, status, "", "*")
             event = await self._append(conn, resource_event("status", stored, source))
-        self._wake(event.id)
-        return stored
-
-    async def claim_next(
-        self, kind: str, fn: Callable[[dict], dict | None], *, namespace: str | None = None,
-        phases: tuple[str, ...] | None = None, batch: int = 64, source: str = "apiserver",
-    ) -> dict | None:
-        """Claim the first object ``fn`` accepts among up to ``batch`` unlocked candidates.
-
-        Upstream's ``ClaimNextDue``: candidates (of ``kind``, in ``namespace`` if given, whose
-        ``status.phase`` is in ``phases`` if given, ``""`` standing for no phase) are read in
-        (namespace, name) order with ``FOR UPDATE SKIP LOCKED``, so concurrent claimers get
-        disjoint batches. ``fn`` returns the new status of the one it takes, or None to pass;
-        the first taken is written and returned. None when nothing was taken.
-        """
-        where, params = ["kind = %s"], [kind]
-        if namespace:
-            where.append("namespace = %s")
-            params.append(namespace)
-        if phases is not None:
-            where.append("coalesce(status->>'phase', '') = ANY(%s)")
-            params.append(list(phases))
-        async with self._errors(), self._tx() as conn:
-            cur = await conn.execute(
-                f"SELECT {_COLS} FROM orloj_resources WHERE {' AND '.join(where)}"
-                " ORDER BY namespace, name LIMIT %s FOR UPDATE SKIP LOCKED", [*params, max(1, batch)])
-            for row in await cur.fetchall():
-                obj = _assemble(row)
-                status = fn(clone(obj))
-                if status is None:
-                    continue
-                if not isinstance(status, dict):
-                    raise InvalidResource("status must be an object", field="status")
-                meta = obj["metadata"]
-                stored = await self._write_status(conn, kind, meta["namespace"], meta["name"], status, "", "*")
-                event = await self._append(conn, resource_event("status", stored, source))
-                break
-            else:
-                return None
         self._wake(event.id)
         return stored
 
