@@ -10,6 +10,7 @@ host is restarted by Ray; it stays the one gateway so the cluster holds one conn
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
@@ -128,8 +129,9 @@ class RemoteStore:
     async def publish(self, event: Event) -> Event:
         return await self._call("publish", event)
 
-    async def events_after(self, after_id: int, timeout_s: float = 0.0, limit: int = 1000) -> list[Event]:
-        return await self._call("events_after", after_id, timeout_s, limit)
+    async def events_after(self, after_id: int, timeout_s: float = 0.0, limit: int = 1000,
+                           kinds: Collection[str] | None = None) -> list[Event]:
+        return await self._call("events_after", after_id, timeout_s, limit, kinds)
 
     async def last_event_id(self) -> int:
         return await self._call("last_event_id")

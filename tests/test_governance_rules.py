@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from governance_support import ToolServer, apply, mock_endpoint, run_task, runtime, task
+from governance_support import LOOPBACK, ToolServer, apply, mock_endpoint, run_task, runtime, task
+from orloj_ray.engine.runtime import LocalAgentRuntime
+from orloj_ray.tools import default_tool_runner
 from orloj_ray.gateway import ModelGateway
 from orloj_ray.gateway.mock import MockProvider
 from orloj_ray.governance import Governor, TurnGovernance, args_digest, normalize_permission
@@ -177,6 +179,35 @@ async def test_a_disallowed_model_is_denied_before_the_call(parallel):
     assert status["errorCode"] == "model_not_allowed" and mock.calls == 0
     assert 'policy "models" disallows model "gpt-4o" (model_ref="openai-default") for agent "a"' in status["lastError"]
     assert any(r["type"] == "policy_violation" and r["error_code"] == "model_not_allowed" for r in status["trace"])
+
+
+class PolicyAfterFirstTurn(LocalAgentRuntime):
+    """Applies a policy to the store as soon as agent ``a1``'s turn is done (as a user would)."""
+
+    def __init__(self, store, policy: dict, **kwargs):
+        super().__init__(tools=default_tool_runner(LOOPBACK), **kwargs)
+        self.store, self.policy = store, policy
+
+    async def run_turn(self, request):
+        result = await super().run_turn(request)
+        if request.agent["metadata"]["name"] == "a1":
+            await apply(self.store, [self.policy])
+        return result
+
+
+async def test_a_policy_applied_while_a_task_runs_governs_its_next_turn():
+    """The engine reads configuration from a cache; it must still see a policy applied a moment ago."""
+    store = MemoryStore()
+    mock = CountingMock()
+    await apply(store, [mock_endpoint(), _agent("a1"), _agent("a2"), _system(["a1", "a2"])])
+    policy = {"kind": "AgentPolicy", "metadata": {"name": "models"},
+              "spec": {"apply_mode": "global", "allowed_models": ["gpt-4o-mini"]}}
+    done = await run_task(store, task("t", "sys"),
+                          runtime_=PolicyAfterFirstTurn(store, policy, gateway=ModelGateway({"mock": mock})))
+    status = done["status"]
+    assert status["errorCode"] == "model_not_allowed", status.get("lastError")
+    assert mock.calls == 1  # a1 ran before the policy existed; a2 was denied before its call
+    assert 'for agent "a2"' in status["lastError"]
 
 
 async def test_a_blocked_declared_tool_stops_the_agent():

@@ -427,6 +427,18 @@ async def test_events_after_limit(store):
     assert [e.name for e in rest] == ["n2", "n3", "n4"]
 
 
+async def test_events_after_of_some_kinds(store):
+    since = await store.last_event_id()
+    await store.create(agent("a"))
+    await store.create({"apiVersion": "orloj.dev/v1", "kind": "Task", "metadata": {"name": "t"}, "spec": {}})
+    await store.create(agent("b"))
+    await store.create({"apiVersion": "orloj.dev/v1", "kind": "AgentPolicy", "metadata": {"name": "p"}, "spec": {}})
+    assert [(e.kind, e.name) for e in await store.events_after(since, kinds={"Agent", "AgentPolicy"})] == [
+        ("Agent", "a"), ("Agent", "b"), ("AgentPolicy", "p")]
+    assert [e.name for e in await store.events_after(since, limit=1, kinds=["Agent"])] == ["a"]
+    assert await store.events_after(since, kinds=["Memory"]) == []
+
+
 async def test_events_after_returns_empty_on_timeout(store):
     since = await store.last_event_id()
     start = time.monotonic()

@@ -17,10 +17,12 @@ from orloj_ray.engine.mailbox import Mailbox
 from orloj_ray.engine.mcp_sync import McpSync
 from orloj_ray.engine.owned import delete_owned
 from orloj_ray.engine.reconcile import SOURCE as RECONCILER, AgentProbe, reconcile
+from orloj_ray.engine.resolve import CONFIG_KINDS
 from orloj_ray.engine.retention import DEFAULT_TASK_RETENTION, prune_finished
 from orloj_ray.engine.runtime import AgentRuntime
 from orloj_ray.governance.workflow import approval_outcome
 from orloj_ray.engine.schedules import NAME_LABEL as SCHEDULE_LABEL, SOURCE as SCHEDULER, ScheduleController
+from orloj_ray.store.cache import CachedReads
 from orloj_ray.store.util import utcnow
 from orloj_ray.errors import NotFound
 
@@ -57,6 +59,8 @@ class Controller:
         self.max_parallel_turns = max_parallel_turns
         self.mailbox = mailbox
         """The message log as every agent's mailbox (message-driven); None: turns are handed over directly."""
+        self.config = CachedReads(store, CONFIG_KINDS)
+        """The configuration every task and turn reads, shared so concurrent turns share its syncs."""
         self.running: dict[str, asyncio.Task] = {}
         self._executors: dict[str, TaskExecutor] = {}
         self._stop = asyncio.Event()
@@ -244,7 +248,7 @@ class Controller:
 
     async def _run_task(self, task: dict) -> None:
         executor = TaskExecutor(self.store, self.runtime, task, worker=self.worker, lease_s=self.lease_s,
-                                max_parallel_turns=self.max_parallel_turns, mailbox=self.mailbox)
+                                max_parallel_turns=self.max_parallel_turns, mailbox=self.mailbox, config=self.config)
         key = f'{task["metadata"]["namespace"]}/{task["metadata"]["name"]}'
         self._executors[key] = executor
         try:

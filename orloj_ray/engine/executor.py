@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from orloj_ray.engine.claims import LEASE_S, LeaseLost
 from orloj_ray.engine.retry import RetryPolicy, decide
-from orloj_ray.engine.resolve import ResolvedTask, TaskInvalid, resolve_task
+from orloj_ray.engine.resolve import CONFIG_KINDS, ResolvedTask, TaskInvalid, resolve_task
 from orloj_ray.engine.runtime import AgentRuntime
 from orloj_ray.engine.status import ApprovalPause, TaskRecorder, TaskStopped
 from orloj_ray.governance import APPROVAL_PENDING, load_turn_governance, persist_audit
@@ -29,6 +29,7 @@ from orloj_ray.engine.turn import TurnRequest, TurnResult
 from orloj_ray.errors import Unavailable
 from orloj_ray.engine.mailbox import Mailbox, Verdict
 from orloj_ray.messaging import Delivery, Envelope, message_id
+from orloj_ray.store.cache import CachedReads
 
 log = logging.getLogger("orloj_ray.executor")
 UNFINISHED = ("Queued", "Running", "RetryPending")
@@ -73,8 +74,11 @@ class TaskExecutor:
     """Executes (or resumes) one task attempt. Create one per run; not reusable."""
 
     def __init__(self, store, runtime: AgentRuntime, task: dict, *, worker: str, lease_s: float = LEASE_S,
-                 max_parallel_turns: int | None = None, mailbox: Mailbox | None = None):
+                 max_parallel_turns: int | None = None, mailbox: Mailbox | None = None,
+                 config: CachedReads | None = None):
         self.store = store
+        self.config = config or CachedReads(store, CONFIG_KINDS)
+        """Where systems, agents, policies, ... are read, synced before each use (the Controller shares one)."""
         self.runtime = runtime
         self.task = task
         self.namespace = task["metadata"]["namespace"]
@@ -151,7 +155,8 @@ class TaskExecutor:
 
     async def _run(self, started: float) -> None:
         try:
-            self.resolved = await resolve_task(self.store, self.task)
+            await self.config.sync()
+            self.resolved = await resolve_task(self.config, self.task)
         except TaskInvalid as exc:
             await self.recorder.fail("task_invalid", str(exc))
             return
@@ -464,11 +469,12 @@ class TaskExecutor:
     async def _governance(self, node: str, env: Envelope):
         """What governs this turn; a denied or expired approval of this message fails it now,
         without running the turn again (governance.md section 5)."""
-        gov = await load_turn_governance(self.store, self.task, self.resolved.agents[node], env.message_id,
+        await self.config.sync()  # a policy, role or permission applied before this turn governs it
+        gov = await load_turn_governance(self.config, self.task, self.resolved.agents[node], env.message_id,
                                          tokens_used=self.recorder.tokens_used())
         if gov.approvals:
             objs = [await approvals.expire_if_due(self.store, a) for a in
-                    await approvals.task_approvals(self.store, self.namespace, self.name)
+                    await approvals.task_approvals(self.config, self.namespace, self.name)
                     if a["metadata"]["name"] in {g["name"] for g in gov.approvals}]
             failed = approvals.decided_failure(objs)
             if failed is not None:

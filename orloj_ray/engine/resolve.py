@@ -22,6 +22,11 @@ from orloj_ray.tools import ToolError, resolve_auth, with_auth
 
 DEFAULT_ENDPOINT_LABEL = "orloj.dev/default-model-endpoint"
 
+CONFIG_KINDS = ("AgentSystem", "Agent", "ModelEndpoint", "Tool", "McpServer", "Memory",
+                "AgentRole", "AgentPolicy", "ToolPermission", "ToolApproval")
+"""What a task's resolution and its turns' governance read: the engine reads these through a
+``CachedReads`` (Secrets, whose events are redacted, are always read from the store)."""
+
 
 class TaskInvalid(Exception):
     """The task cannot run as declared; ``problems`` are user-facing messages."""

@@ -13,7 +13,7 @@ also what resource watches are built from (one ordered log, one id sequence).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -141,8 +141,11 @@ class Store(Protocol):
     async def publish(self, event: Event) -> Event:
         """Append a non-resource event (``task.claimed``, ...). ``id``/``timestamp`` are assigned."""
 
-    async def events_after(self, after_id: int, timeout_s: float = 0.0, limit: int = 1000) -> list[Event]:
+    async def events_after(self, after_id: int, timeout_s: float = 0.0, limit: int = 1000,
+                           kinds: Collection[str] | None = None) -> list[Event]:
         """Events with ``id > after_id`` in order; waits up to ``timeout_s`` for the first one.
+
+        ``kinds``: only events of these kinds (``Event.kind``), when given.
 
         Events older than the retained window are gone: callers resume from the oldest kept.
         """

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Collection
 from dataclasses import replace
 from itertools import islice
 
@@ -44,19 +45,23 @@ class EventLog:
             self._wakeup = None
         return replace(stored, data=clone(stored.data))
 
-    def after(self, after_id: int, limit: int = 1000) -> list[Event]:
-        """Copies of up to ``limit`` kept events with ``id > after_id``, oldest first."""
+    def after(self, after_id: int, limit: int = 1000, kinds: Collection[str] | None = None) -> list[Event]:
+        """Copies of up to ``limit`` kept events with ``id > after_id`` (of ``kinds``, if given), oldest first."""
         if not self._events:
             return []
         start = max(0, after_id + 1 - self._events[0].id)
-        return [replace(e, data=clone(e.data)) for e in islice(self._events, start, start + max(1, limit))]
+        found = islice(self._events, start, None)
+        if kinds is not None:
+            found = (e for e in found if e.kind in kinds)
+        return [replace(e, data=clone(e.data)) for e in islice(found, max(1, limit))]
 
-    async def wait_after(self, after_id: int, timeout_s: float, limit: int = 1000) -> list[Event]:
+    async def wait_after(self, after_id: int, timeout_s: float, limit: int = 1000,
+                         kinds: Collection[str] | None = None) -> list[Event]:
         """Like ``after``, waiting up to ``timeout_s`` for the first matching event."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:
-            found = self.after(after_id, limit)
+            found = self.after(after_id, limit, kinds)
             remaining = deadline - loop.time()
             if found or remaining <= 0:
                 return found

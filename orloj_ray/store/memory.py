@@ -7,6 +7,8 @@ changing state, so each write is atomic.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from orloj_ray.errors import Conflict, InvalidResource, NotFound
 from orloj_ray.store.base import Event, LabelSelector, ListPage
 from orloj_ray.store.events import DEFAULT_CAPACITY, EventLog, resource_event
@@ -53,19 +55,7 @@ class MemoryStore:
         limit: int | None = None,
         after: str | None = None,
     ) -> ListPage:
-        limit = clamp_limit(limit)
-        items = self._kinds.get(kind, {})
-        keys = sorted(k for k in items if not namespace or k[0] == namespace)
-        if after:
-            keys = [k for k in keys if _after(k, after)]
-        if selector and selector.terms:
-            keys = [k for k in keys if selector.matches(items[k]["metadata"].get("labels"))]
-        page = keys[:limit]
-        cont = None
-        if page and len(page) == limit:
-            ns, name = page[-1]
-            cont = name if namespace else f"{ns}/{name}"
-        return ListPage(items=[clone(items[k]) for k in page], continue_=cont)
+        return page_of(self._kinds.get(kind, {}), namespace, selector, limit, after)
 
     async def update(self, obj: dict, expected_rv: str, *, source: str = "apiserver") -> dict:
         kind, key, body = incoming(obj)
@@ -106,8 +96,9 @@ class MemoryStore:
     async def publish(self, event: Event) -> Event:
         return self._events.append(event)
 
-    async def events_after(self, after_id: int, timeout_s: float = 0.0, limit: int = 1000) -> list[Event]:
-        return await self._events.wait_after(after_id, timeout_s, limit)
+    async def events_after(self, after_id: int, timeout_s: float = 0.0, limit: int = 1000,
+                           kinds: Collection[str] | None = None) -> list[Event]:
+        return await self._events.wait_after(after_id, timeout_s, limit, kinds)
 
     async def last_event_id(self) -> int:
         return self._events.last_id
@@ -168,6 +159,23 @@ class MemoryStore:
         self._bucket(kind)[key] = body
         self._events.append(resource_event("updated", body, source))
         return clone(body)
+
+
+def page_of(items: dict[_Key, dict], namespace: str | None, selector: LabelSelector | None,
+            limit: int | None, after: str | None) -> ListPage:
+    """``Store.list`` over objects keyed by (namespace, name): copies, sorted, filtered, cut."""
+    limit = clamp_limit(limit)
+    keys = sorted(k for k in items if not namespace or k[0] == namespace)
+    if after:
+        keys = [k for k in keys if _after(k, after)]
+    if selector and selector.terms:
+        keys = [k for k in keys if selector.matches(items[k]["metadata"].get("labels"))]
+    page = keys[:limit]
+    cont = None
+    if page and len(page) == limit:
+        ns, name = page[-1]
+        cont = name if namespace else f"{ns}/{name}"
+    return ListPage(items=[clone(items[k]) for k in page], continue_=cont)
 
 
 def _after(key: _Key, cursor: str) -> bool:

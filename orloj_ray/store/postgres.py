@@ -28,6 +28,7 @@ import json
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from collections.abc import Collection
 from typing import Any, AsyncIterator, Callable
 
 import psycopg
@@ -250,14 +251,15 @@ class PostgresStore:
         self._wake(stored.id)
         return stored
 
-    async def events_after(self, after_id: int, timeout_s: float = 0.0, limit: int = 1000) -> list[Event]:
+    async def events_after(self, after_id: int, timeout_s: float = 0.0, limit: int = 1000,
+                           kinds: Collection[str] | None = None) -> list[Event]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         read = True
         while True:
             wakeup = self._wakeup_event()  # taken before reading, so no NOTIFY slips in between
             if read:
-                found = await self._read_events(after_id, limit)
+                found = await self._read_events(after_id, limit, kinds)
                 if found:
                     return found
             remaining = deadline - loop.time()
@@ -403,11 +405,15 @@ class PostgresStore:
             await conn.execute("DELETE FROM orloj_events WHERE id <= %s", (event_id - self._event_retention,))
         return replace(event, id=event_id, timestamp=timestamp, data=clone(event.data))
 
-    async def _read_events(self, after_id: int, limit: int) -> list[Event]:
+    async def _read_events(self, after_id: int, limit: int, kinds: Collection[str] | None = None) -> list[Event]:
+        where, params = "id > %s", [after_id]
+        if kinds is not None:
+            where += " AND kind = ANY(%s)"
+            params.append(sorted(kinds))
         async with self._errors(), self._pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT id, ts, source, type, kind, namespace, name, action, data, resource_version"
-                " FROM orloj_events WHERE id > %s ORDER BY id LIMIT %s", (after_id, max(1, limit)))
+                f" FROM orloj_events WHERE {where} ORDER BY id LIMIT %s", [*params, max(1, limit)])
             rows = await cur.fetchall()
         return [Event(id=r[0], timestamp=r[1], source=r[2], type=r[3], kind=r[4], namespace=r[5], name=r[6],
                       action=r[7], data=r[8], resource_version=r[9]) for r in rows]
