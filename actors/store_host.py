@@ -10,6 +10,7 @@ host is restarted by Ray; it stays the one gateway so the cluster holds one conn
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Collection
 
 import ray
@@ -45,6 +46,20 @@ class StoreHost:
         except OrlojError as exc:  # an answer (NotFound, Conflict, ...), not a crash: see _Raised
             return _Raised(exc)
 
+    async def call_many(self, calls: list[tuple[str, tuple, dict]]) -> list:
+        """Several calls in one actor call (``RemoteStore`` batches). They start in the order
+        given, so the memory store, which never awaits inside a write, applies them in order;
+        each answer (or its error) comes back in its place."""
+        store = await self._opened()
+
+        async def one(method: str, args: tuple, kwargs: dict):
+            try:
+                return await getattr(store, method)(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - handed back to that call's caller
+                return _Raised(exc)
+
+        return await asyncio.gather(*(one(*call) for call in calls))
+
     async def ping(self) -> str:
         await self._opened()
         return "ok"
@@ -60,7 +75,7 @@ class _Raised:
 
     __slots__ = ("error",)
 
-    def __init__(self, error: OrlojError):
+    def __init__(self, error: Exception):
         self.error = error
 
 
@@ -76,11 +91,71 @@ def start_store_host(config: ServerConfig | None = None, *, detached: bool = Tru
     return handle
 
 
+MAX_BATCHES_IN_FLIGHT = 1
+"""Per process and event loop: while this many batches are on their way to the StoreHost, new
+calls wait and leave together in the next one. The actor call, not the store work, is what
+costs (about 0.7 ms of CPU on each side here), so under load one call carries many."""
+
+
+class _Batcher:
+    """Sends the calls of one event loop to the StoreHost, several per actor call under load.
+
+    A call goes at once while fewer than ``MAX_BATCHES_IN_FLIGHT`` batches are out; otherwise
+    it waits for one to return and leaves with everything that queued meanwhile. Nothing waits
+    on a timer, so an idle process sees no added latency.
+    """
+
+    def __init__(self, remote: "RemoteStore"):
+        self.remote = remote
+        self.queued: list[tuple[str, tuple, dict, asyncio.Future]] = []
+        self.in_flight = 0
+
+    def submit(self, method: str, args: tuple, kwargs: dict) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self.queued.append((method, args, kwargs, future))
+        if self.in_flight < MAX_BATCHES_IN_FLIGHT and len(self.queued) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)  # after this tick's other calls
+        return future
+
+    def _flush(self) -> None:
+        if not self.queued or self.in_flight >= MAX_BATCHES_IN_FLIGHT:
+            return
+        batch, self.queued = self.queued, []
+        self.in_flight += 1
+        asyncio.ensure_future(self._send(batch))
+
+    async def _send(self, batch: list) -> None:
+        try:
+            if len(batch) == 1:
+                method, args, kwargs, _ = batch[0]
+                answers = [await self.remote._remote_call(self.remote.handle.call, method, *args, **kwargs)]
+            else:
+                answers = await self.remote._remote_call(
+                    self.remote.handle.call_many, [(m, a, k) for m, a, k, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - the transport failed: every call in the batch fails
+            answers = [_Raised(exc)] * len(batch)
+        finally:
+            self.in_flight -= 1
+            self._flush()
+        for (_, _, _, future), answer in zip(batch, answers):
+            if future.done():  # its caller was cancelled
+                continue
+            if isinstance(answer, _Raised):
+                future.set_exception(answer.error)
+            else:
+                future.set_result(answer)
+
+
 class RemoteStore:
-    """The Store protocol over the StoreHost actor; errors come back as the store raised them."""
+    """The Store protocol over the StoreHost actor; errors come back as the store raised them.
+
+    Calls from one event loop are batched under load (``_Batcher``); a long poll
+    (``events_after`` with a timeout) always goes on its own, so it holds up no one.
+    """
 
     def __init__(self, handle: ray.actor.ActorHandle | None = None):
         self._handle = handle
+        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = weakref.WeakKeyDictionary()
 
     @property
     def handle(self) -> ray.actor.ActorHandle:
@@ -89,8 +164,16 @@ class RemoteStore:
         return self._handle
 
     async def _call(self, method: str, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        batcher = self._batchers.get(loop)
+        if batcher is None:
+            batcher = self._batchers[loop] = _Batcher(self)
+        return await batcher.submit(method, args, kwargs)
+
+    async def _remote_call(self, remote_method, *args, **kwargs):
+        """One actor call; Ray's failures become the store's errors (Unavailable when it is gone)."""
         try:
-            result = await self.handle.call.remote(method, *args, **kwargs)
+            result = await remote_method.remote(*args, **kwargs)
         except RayTaskError as exc:
             cause = exc.cause
             raise (cause if isinstance(cause, Exception) else exc) from None
@@ -131,6 +214,8 @@ class RemoteStore:
 
     async def events_after(self, after_id: int, timeout_s: float = 0.0, limit: int = 1000,
                            kinds: Collection[str] | None = None) -> list[Event]:
+        if timeout_s > 0:  # a long poll: on its own, never in a batch
+            return await self._remote_call(self.handle.call, "events_after", after_id, timeout_s, limit, kinds)
         return await self._call("events_after", after_id, timeout_s, limit, kinds)
 
     async def last_event_id(self) -> int:

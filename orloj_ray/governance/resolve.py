@@ -3,6 +3,9 @@ so a policy changed between turns applies to the next one)."""
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
+
 from orloj_ray.errors import NotFound
 from orloj_ray.governance.approvals import MESSAGE_ANNOTATION, TASK_LABEL, grant_view
 from orloj_ray.governance.context import TurnGovernance, version_of
@@ -39,6 +42,20 @@ async def _role(store, namespace: str, role: str) -> dict | None:
     return None
 
 
+def _expanded(agent: dict) -> list[dict]:
+    """``expand_agent``, remembered by what it reads (kind, name, namespace and spec): it
+    validates with pydantic, and every turn asks again for the same few agents."""
+    meta = agent.get("metadata") or {}
+    basis = {"kind": agent.get("kind") or "Agent", "metadata": {"name": meta.get("name"),
+             "namespace": meta.get("namespace") or "default"}, "spec": agent.get("spec")}
+    return json.loads(_expanded_json(json.dumps(basis, sort_keys=True, default=str)))
+
+
+@lru_cache(maxsize=1024)
+def _expanded_json(basis: str) -> str:
+    return json.dumps(expand_agent(json.loads(basis)))
+
+
 async def task_approvals(store, namespace: str, task: str) -> list[dict]:
     return await _all(store, "ToolApproval", namespace, LabelSelector({TASK_LABEL: task}))
 
@@ -55,7 +72,7 @@ async def load_turn_governance(store, task: dict, agent: dict, message_id: str =
     namespace = task["metadata"]["namespace"]
     name = task["metadata"]["name"]
     spec = agent.get("spec") or {}
-    generated = {(d["kind"], d["metadata"]["name"]): d for d in expand_agent(agent)}
+    generated = {(d["kind"], d["metadata"]["name"]): d for d in _expanded(agent)}
     gov = TurnGovernance(namespace=namespace, task=name, system=str((task.get("spec") or {}).get("system") or ""),
                          model_ref=str(spec.get("model_ref") or spec.get("model") or ""),
                          allowed_tools=list(spec.get("allowed_tools") or []))
