@@ -92,22 +92,22 @@ def _coalesce(events: list[Event]) -> list[Event]:
 
 
 async def _follow(request: Request, store, cursor: int, settings: StreamSettings,
-                  coalesce: bool = False) -> AsyncIterator[Event | None]:
-    """Events after ``cursor`` until the client leaves; ``None`` when a heartbeat is due."""
+                  coalesce: bool = False, kinds: list[str] | None = None) -> AsyncIterator[list[Event] | None]:
+    """Batches of events after ``cursor`` (of ``kinds``, if given) until the client leaves;
+    ``None`` when a heartbeat is due. Callers send one batch as one chunk: every chunk of a
+    streamed response is a message from the replica to the HTTP proxy."""
     last_beat = time.monotonic()
     while not await request.is_disconnected():
         due_in = settings.heartbeat_s - (time.monotonic() - last_beat)
-        events = await store.events_after(cursor, timeout_s=max(0.0, min(settings.wait_s, due_in)))
+        events = await store.events_after(cursor, timeout_s=max(0.0, min(settings.wait_s, due_in)), kinds=kinds)
         if events:
             cursor = max(cursor, events[-1].id)
-        for event in _coalesce(events) if coalesce else events:
-            cursor = max(cursor, event.id)
-            yield event
-        if events and settings.gather_s > 0:
-            await asyncio.sleep(settings.gather_s)
+            yield _coalesce(events) if coalesce else events
         if time.monotonic() - last_beat >= settings.heartbeat_s:
             last_beat = time.monotonic()
             yield None
+        if events and settings.gather_s > 0:
+            await asyncio.sleep(settings.gather_s)
 
 
 def register(app: FastAPI, store, settings: StreamSettings) -> None:
@@ -149,40 +149,44 @@ def _register_watch(app: FastAPI, store, info: KindInfo, settings: StreamSetting
                 kind_ = "added" if previous is None else "updated"
                 return frame("resource", {"type": kind_, "resource": redact(obj)})
 
+            async def change(event: Event) -> bytes | None:
+                if event.kind.lower() != kind.lower() or not wanted(event.namespace or "default", event.name):
+                    return None
+                key = (event.namespace or "default", event.name)
+                if event.type == "resource.deleted":
+                    last = seen.pop(key, None)
+                    bodies.pop(key, None)
+                    if last is None:
+                        return None
+                    rv = event.resource_version or str(last)
+                    meta = {"name": event.name, "namespace": key[0], "resourceVersion": rv}
+                    return frame("resource", {"type": "deleted", "resource": {"metadata": meta}})
+                if event.type not in RESOURCE_WRITES:
+                    return None
+                data = event.data
+                if (event.type == "resource.status" and key in bodies and isinstance(data, dict)
+                        and "metadata" in data):  # the status write itself + the object's unchanged rest
+                    data = {**bodies[key], "metadata": data["metadata"], "status": data.get("status") or {}}
+                elif event.type == "resource.status" or not (isinstance(data, dict) and "spec" in data):
+                    try:
+                        data = await store.get(kind, key[0], key[1])
+                    except NotFound:
+                        return None  # deleted since; its delete event follows
+                return emit(data)
+
             for obj in sorted(snapshot, key=_key):
                 if wanted(*_key(obj)):
                     out = emit(obj)
                     if out:
                         yield out
 
-            async for event in _follow(request, store, cursor, settings, coalesce=True):
-                if event is None:
+            async for batch in _follow(request, store, cursor, settings, coalesce=True, kinds=[kind]):
+                if batch is None:
                     yield KEEP_ALIVE
                     continue
-                if event.kind.lower() != kind.lower() or not wanted(event.namespace or "default", event.name):
-                    continue
-                key = (event.namespace or "default", event.name)
-                if event.type == "resource.deleted":
-                    last = seen.pop(key, None)
-                    bodies.pop(key, None)
-                    if last is None:
-                        continue
-                    rv = event.resource_version or str(last)
-                    meta = {"name": event.name, "namespace": key[0], "resourceVersion": rv}
-                    yield frame("resource", {"type": "deleted", "resource": {"metadata": meta}})
-                elif event.type in RESOURCE_WRITES:
-                    data = event.data
-                    if (event.type == "resource.status" and key in bodies and isinstance(data, dict)
-                            and "metadata" in data):  # the status write itself + the object's unchanged rest
-                        data = {**bodies[key], "metadata": data["metadata"], "status": data.get("status") or {}}
-                    elif event.type == "resource.status" or not (isinstance(data, dict) and "spec" in data):
-                        try:
-                            data = await store.get(kind, key[0], key[1])
-                        except NotFound:
-                            continue  # deleted since; its delete event follows
-                    out = emit(data)
-                    if out:
-                        yield out
+                frames = [out for event in batch if (out := await change(event))]
+                if frames:
+                    yield b"".join(frames)
 
         return _stream(changes())
 
@@ -209,15 +213,19 @@ def _register_events(app: FastAPI, store, settings: StreamSettings) -> None:
         filters = {f: v for f, v in filters.items() if v}
 
         async def events() -> AsyncIterator[bytes]:
-            async for event in _follow(request, store, cursor, settings):
-                if event is None:
+            async for batch in _follow(request, store, cursor, settings):
+                if batch is None:
                     yield KEEP_ALIVE
                     continue
-                if any(str(getattr(event, f) or "").lower() != v for f, v in filters.items()):
-                    continue
-                body = event.to_dict()
-                body["data"] = redact_event_data(event.kind, body.get("data"))
-                yield frame("event", body)
+                frames = []
+                for event in batch:
+                    if any(str(getattr(event, f) or "").lower() != v for f, v in filters.items()):
+                        continue
+                    body = event.to_dict()
+                    body["data"] = redact_event_data(event.kind, body.get("data"))
+                    frames.append(frame("event", body))
+                if frames:
+                    yield b"".join(frames)
 
         return _stream(events())
 
