@@ -1,6 +1,7 @@
 """A Ray node removed while it hosts an agent mid-turn: the actor comes back on another node
 that meets the agent's requirements, the turn is redelivered, and the task succeeds with the
-step recorded once. Runs after the suite's shared cluster is gone (see test_zz_multinode)."""
+step recorded once and its tool call seen under one idempotency key (the counting tool).
+Runs after the suite's shared cluster is gone (see test_zz_multinode)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import time
 import pytest
 
 from cluster.multinode import HEAD, NodeSpec, start
+from counting_tool import CountingTool
+from orloj_ray.config import ServerConfig
 from orloj_ray.engine.controller import Controller
 from orloj_ray.store import MemoryStore
 
@@ -43,18 +46,21 @@ async def test_agent_survives_the_removal_of_its_node(cluster):
     from actors.supervisor import RayAgentRuntime
 
     store = MemoryStore()
+    tool = CountingTool().__enter__()
     docs = [
         {"kind": "ModelEndpoint", "metadata": {"name": "slow"},
          "spec": {"provider": "mock", "default_model": "gpt-4o", "options": {"latency_ms": "3000"}}},
+        {"kind": "Tool", "metadata": {"name": "counter"}, "spec": {"type": "http", "endpoint": tool.url}},
         {"kind": "Agent", "metadata": {"name": "roamer"},
-         "spec": {"model_ref": "slow", "requirements": {"region": "us-east"}}},
+         "spec": {"model_ref": "slow", "requirements": {"region": "us-east"}, "tools": ["counter"],
+                  "limits": {"max_steps": 4}}},
         {"kind": "AgentSystem", "metadata": {"name": "roam"}, "spec": {"agents": ["roamer"]}},
         {"kind": "Task", "metadata": {"name": "roam-task"}, "spec": {"system": "roam"}},
     ]
     for doc in docs:
         await store.create({"apiVersion": "orloj.dev/v1", **doc, "metadata": {**doc["metadata"], "namespace": NS},
                             "status": {"phase": "Pending"}})
-    runtime = RayAgentRuntime(placement_timeout_s=30)
+    runtime = RayAgentRuntime(placement_timeout_s=30, config=ServerConfig(tool_allowed_networks=("127.0.0.0/8",)))
     controller = Controller(store, runtime, worker="node-test#1")
     loop = asyncio.create_task(controller.run())
     try:
@@ -77,11 +83,14 @@ async def test_agent_survives_the_removal_of_its_node(cluster):
     finally:
         controller.stop()
         await loop
+        tool.__exit__(None, None, None)
     status = task["status"]
     assert status["phase"] == "Succeeded", status.get("lastError")
     assert [r["agent"] for r in status["trace"] if r["type"] == "agent_end"] == ["roamer"]
     (message,) = status["messages"]
-    assert message["attempts"] >= 2
+    assert message["attempts"] >= 2 and message["phase"] == "Succeeded"
+    # the step's tool call: once, or (a crash between the call and its record) again with its key
+    assert len(tool.calls) == 1 and sum(tool.calls.values()) in (1, 2), dict(tool.calls)
     survivor = ({cluster.node_ids["us-a"], cluster.node_ids["us-b"]} - {host}).pop()
     actor = ray.get_actor("orloj:agent:node-removal:roamer:region=us-east", namespace="orloj")
     assert (await actor.ping.remote())["node_id"] == survivor
