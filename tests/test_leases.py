@@ -111,6 +111,53 @@ async def test_expired_lease_is_taken_over_and_the_old_owners_late_writes_are_re
     assert calls[WRITER] == 2 and calls["bp-pipeline-planner-agent"] == 1
 
 
+class TaskReads:
+    """The store, counting lists of Tasks and gets of each Task."""
+
+    def __init__(self, store):
+        self.store, self.lists, self.gets = store, 0, Counter()
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    async def list(self, kind, *args, **kwargs):
+        self.lists += kind == "Task"
+        return await self.store.list(kind, *args, **kwargs)
+
+    async def get(self, kind, namespace, name):
+        if kind == "Task":
+            self.gets[name] += 1
+        return await self.store.get(kind, namespace, name)
+
+
+async def test_the_lease_scan_finds_a_silently_expired_lease_without_listing_finished_tasks():
+    store, calls = MemoryStore(), Counter()
+    await load(store, "pipeline")
+    for i in range(30):  # history: the scan must not read these every few seconds
+        await store.create({"apiVersion": "orloj.dev/v1", "kind": "Task", "metadata": {"name": f"old-{i}"},
+                            "spec": {"system": "gone"}, "status": {"phase": "Succeeded"}})
+    slow = CountingRuntime(calls, block=WRITER)
+    a = Controller(store, slow, worker="worker-a#1", lease_s=1.0)
+    loop_a = asyncio.create_task(a.run())
+    await asyncio.wait_for(slow.entered.wait(), 10)
+    reads = TaskReads(store)
+    b = Controller(reads, CountingRuntime(calls), worker="worker-b#1", lease_s=600, lease_scan_s=0.1,
+                   resync_s=3600)
+    loop_b = asyncio.create_task(b.run())  # its start-up resync sees A's live lease and leaves it
+    try:
+        await asyncio.sleep(0.3)
+        await kill(a, loop_a)  # A's lease now runs out with no write, so no event tells B
+        task = await wait_phase(store, "bp-pipeline-task", timeout=10)
+    finally:
+        b.stop()
+        await loop_b
+    status = task["status"]
+    assert status["phase"] == "Succeeded", status.get("lastError")
+    assert [h["type"] for h in status["history"]] == ["claim", "takeover", "succeeded"]
+    assert reads.lists <= 2  # at start-up: the resync and the retention sweep; 10+ scans listed nothing
+    assert not any(name.startswith("old-") for name in reads.gets)
+
+
 def test_takeover_rules():
     running = {"spec": {}, "status": {"phase": "Running", "claimedBy": "x#1", "leaseUntil": "2999-01-01T00:00:00Z"}}
     assert not claimable(running, "y#1")  # live lease of another owner

@@ -7,20 +7,10 @@ import asyncio
 import pytest
 
 from orloj_ray.errors import NotFound
-from orloj_ray.store import MemoryStore, Store, parse_label_selector
+from orloj_ray.store import MemoryStore, parse_label_selector
 from orloj_ray.store import cache as cache_module
 from orloj_ray.store.cache import CachedReads
-
-
-@pytest.fixture(params=["memory", "postgres"])
-async def store(request) -> Store:
-    if request.param == "memory":
-        yield MemoryStore()
-    else:
-        from pg_server import fresh_postgres_store
-
-        async with fresh_postgres_store(request.getfixturevalue("pg_url")) as pg:
-            yield pg
+from test_store_contract import store  # noqa: F401 - the memory and PostgreSQL stores
 
 
 def obj(kind: str, name: str, namespace: str = "default", labels: dict | None = None, **spec) -> dict:

@@ -20,6 +20,7 @@ from orloj_ray.engine.reconcile import SOURCE as RECONCILER, AgentProbe, reconci
 from orloj_ray.engine.resolve import CONFIG_KINDS
 from orloj_ray.engine.retention import DEFAULT_TASK_RETENTION, prune_finished
 from orloj_ray.engine.runtime import AgentRuntime
+from orloj_ray.engine.status import TERMINAL
 from orloj_ray.governance.workflow import approval_outcome
 from orloj_ray.engine.schedules import NAME_LABEL as SCHEDULE_LABEL, SOURCE as SCHEDULER, ScheduleController
 from orloj_ray.store.cache import CachedReads
@@ -61,6 +62,9 @@ class Controller:
         """The message log as every agent's mailbox (message-driven); None: turns are handed over directly."""
         self.config = CachedReads(store, CONFIG_KINDS)
         """The configuration every task and turn reads, shared so concurrent turns share its syncs."""
+        self.open_tasks: dict[tuple[str, str], str] = {}
+        """Unfinished tasks (namespace, name) -> phase, as the event stream tells: what the lease
+        scan reads, so it never lists the (many) finished tasks; each resync rebuilds it."""
         self.running: dict[str, asyncio.Task] = {}
         self._executors: dict[str, TaskExecutor] = {}
         self._stop = asyncio.Event()
@@ -124,6 +128,7 @@ class Controller:
                 await asyncio.sleep(1.0)
             if events:
                 self._cursor = events[-1].id
+                self._track(events)
             await self._safely(self.claim_due, events)
             await self._safely(self.resume_approvals, events)
             await self._safely(self.reconcile_changed, events)
@@ -175,20 +180,37 @@ class Controller:
         except Exception:
             log.exception("controller step %s failed", step.__name__)
 
+    def _track(self, events) -> None:
+        for e in events:
+            if e.kind != "Task" or not e.type.startswith("resource."):
+                continue
+            key = (e.namespace or "default", e.name)
+            phase = (((e.data or {}).get("status") or {}).get("phase") or "")
+            if e.type == "resource.deleted" or phase in TERMINAL:
+                self.open_tasks.pop(key, None)
+            else:
+                self.open_tasks[key] = phase
+
+    async def _get_tasks(self, keys) -> list[dict]:
+        tasks = []
+        for ns, name in keys:
+            try:
+                tasks.append(await self.store.get("Task", ns, name))
+            except Exception:
+                continue
+        return tasks
+
     async def claim_due(self, events=None) -> int:
-        """Claim every due task (all of them when ``events`` is None, else those events name)."""
+        """Claim every due task: those ``events`` name, or (None) every unfinished one."""
         if events is not None:
-            names = {(e.namespace, e.name) for e in events  # our own writes never make a task due
-                     if e.kind == "Task" and e.source != "task-controller"
-                     and e.type in ("resource.created", "resource.updated", "resource.status")}
-            tasks = []
-            for ns, name in names:
-                try:
-                    tasks.append(await self.store.get("Task", ns, name))
-                except Exception:
-                    continue
+            tasks = await self._get_tasks({(e.namespace, e.name) for e in events  # our own writes never make a task due
+                                           if e.kind == "Task" and e.source != "task-controller"
+                                           and e.type in ("resource.created", "resource.updated", "resource.status")})
         else:
-            tasks = await list_all(self.store, "Task")
+            tasks = await self._get_tasks(sorted(k for k in self.open_tasks if f"{k[0]}/{k[1]}" not in self.running))
+        return await self._claim_all(tasks)
+
+    async def _claim_all(self, tasks: list[dict]) -> int:
         claimed = 0
         for task in tasks:
             key = f'{task["metadata"]["namespace"]}/{task["metadata"]["name"]}'
@@ -225,7 +247,7 @@ class Controller:
                 except NotFound:
                     continue
         else:
-            tasks = [t for t in await list_all(self.store, "Task") if (t.get("status") or {}).get("phase") == "WaitingApproval"]
+            tasks = await self._get_tasks(sorted(k for k, phase in self.open_tasks.items() if phase == "WaitingApproval"))
         resumed = 0
         for task in tasks:
             status, meta = task.get("status") or {}, task["metadata"]
@@ -295,7 +317,11 @@ class Controller:
             await self._safely(self._refresh, kind, ns, name)
 
     async def resync(self) -> None:
-        await self.claim_due(None)
+        """The full pass: list every task (rebuilding ``open_tasks``) and every reconciled kind."""
+        tasks = await list_all(self.store, "Task")
+        self.open_tasks = {(t["metadata"]["namespace"], t["metadata"]["name"]): (t.get("status") or {}).get("phase") or ""
+                           for t in tasks if ((t.get("status") or {}).get("phase") or "") not in TERMINAL}
+        await self._claim_all(tasks)
         for kind in RECONCILED:
             for obj in await list_all(self.store, kind):
                 await self._reconcile(obj)
