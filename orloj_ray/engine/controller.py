@@ -202,10 +202,11 @@ class Controller:
 
     async def claim_due(self, events=None) -> int:
         """Claim every due task: those ``events`` name, or (None) every unfinished one."""
-        if events is not None:
-            tasks = await self._get_tasks({(e.namespace, e.name) for e in events  # our own writes never make a task due
-                                           if e.kind == "Task" and e.source != "task-controller"
-                                           and e.type in ("resource.created", "resource.updated", "resource.status")})
+        if events is not None:  # the events carry the task: no read (the store decides on the row itself)
+            latest = {(e.namespace, e.name): e.data for e in events  # our own writes never make a task due
+                      if e.kind == "Task" and e.source != "task-controller"
+                      and e.type in ("resource.created", "resource.updated", "resource.status")}
+            tasks = [data for data in latest.values() if isinstance(data, dict) and "metadata" in data]
         else:
             tasks = await self._get_tasks(sorted(k for k in self.open_tasks if f"{k[0]}/{k[1]}" not in self.running))
         return await self._claim_all(tasks)
