@@ -43,6 +43,10 @@ async def list_all(store, kind: str, namespace: str | None = None) -> list[dict]
         after = page.continue_
 
 
+def _phase(task: dict) -> str:
+    return str((task.get("status") or {}).get("phase") or "")
+
+
 class Controller:
     def __init__(self, store, runtime: AgentRuntime, *, worker: str, probe: AgentProbe | None = None,
                  max_concurrent_tasks: int = 256, resync_s: float = 30.0, lease_scan_s: float = 5.0,
@@ -60,7 +64,7 @@ class Controller:
         self.max_parallel_turns = max_parallel_turns
         self.mailbox = mailbox
         """The message log as every agent's mailbox (message-driven); None: turns are handed over directly."""
-        self.config = CachedReads(store, CONFIG_KINDS)
+        self.reads = CachedReads(store, CONFIG_KINDS)
         """The configuration every task and turn reads, shared so concurrent turns share its syncs."""
         self.open_tasks: dict[tuple[str, str], str] = {}
         """Unfinished tasks (namespace, name) -> phase, as the event stream tells: what the lease
@@ -185,7 +189,7 @@ class Controller:
             if e.kind != "Task" or not e.type.startswith("resource."):
                 continue
             key = (e.namespace or "default", e.name)
-            phase = (((e.data or {}).get("status") or {}).get("phase") or "")
+            phase = _phase(e.data or {})
             if e.type == "resource.deleted" or phase in TERMINAL:
                 self.open_tasks.pop(key, None)
             else:
@@ -221,9 +225,7 @@ class Controller:
             if owned is None:
                 continue
             claimed += 1
-            run = asyncio.create_task(self._run_task(owned), name=f"task:{key}")
-            self.running[key] = run
-            run.add_done_callback(lambda _t, key=key: self.running.pop(key, None))
+            self._launch(key, owned)
         return claimed
 
     async def resume_approvals(self, events=None) -> int:
@@ -271,7 +273,7 @@ class Controller:
 
     async def _run_task(self, task: dict) -> None:
         executor = TaskExecutor(self.store, self.runtime, task, worker=self.worker, lease_s=self.lease_s,
-                                max_parallel_turns=self.max_parallel_turns, mailbox=self.mailbox, config=self.config)
+                                max_parallel_turns=self.max_parallel_turns, mailbox=self.mailbox, reads=self.reads)
         key = f'{task["metadata"]["namespace"]}/{task["metadata"]["name"]}'
         self._executors[key] = executor
         try:
@@ -320,8 +322,8 @@ class Controller:
     async def resync(self) -> None:
         """The full pass: list every task (rebuilding ``open_tasks``) and every reconciled kind."""
         tasks = await list_all(self.store, "Task")
-        self.open_tasks = {(t["metadata"]["namespace"], t["metadata"]["name"]): (t.get("status") or {}).get("phase") or ""
-                           for t in tasks if ((t.get("status") or {}).get("phase") or "") not in TERMINAL}
+        self.open_tasks = {(t["metadata"]["namespace"], t["metadata"]["name"]): _phase(t)
+                           for t in tasks if _phase(t) not in TERMINAL}
         await self._claim_all(tasks)
         for kind in RECONCILED:
             for obj in await list_all(self.store, kind):

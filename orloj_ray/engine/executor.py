@@ -75,10 +75,10 @@ class TaskExecutor:
 
     def __init__(self, store, runtime: AgentRuntime, task: dict, *, worker: str, lease_s: float = LEASE_S,
                  max_parallel_turns: int | None = None, mailbox: Mailbox | None = None,
-                 config: CachedReads | None = None):
+                 reads: CachedReads | None = None):
         self.store = store
-        self.config = config or CachedReads(store, CONFIG_KINDS)
-        """Where systems, agents, policies, ... are read, synced before each use (the Controller shares one)."""
+        self.reads = reads or CachedReads(store, CONFIG_KINDS)
+        """Where systems, agents, policies, ... are read; synced before each use (the Controller shares one)."""
         self.runtime = runtime
         self.task = task
         self.namespace = task["metadata"]["namespace"]
@@ -155,8 +155,8 @@ class TaskExecutor:
 
     async def _run(self, started: float) -> None:
         try:
-            await self.config.sync()
-            self.resolved = await resolve_task(self.config, self.task)
+            await self.reads.sync()
+            self.resolved = await resolve_task(self.reads, self.task)
         except TaskInvalid as exc:
             await self.recorder.fail("task_invalid", str(exc))
             return
@@ -469,12 +469,12 @@ class TaskExecutor:
     async def _governance(self, node: str, env: Envelope):
         """What governs this turn; a denied or expired approval of this message fails it now,
         without running the turn again (governance.md section 5)."""
-        await self.config.sync()  # a policy, role or permission applied before this turn governs it
-        gov = await load_turn_governance(self.config, self.task, self.resolved.agents[node], env.message_id,
+        await self.reads.sync()  # a policy, role or permission applied before this turn governs it
+        gov = await load_turn_governance(self.reads, self.task, self.resolved.agents[node], env.message_id,
                                          tokens_used=self.recorder.tokens_used())
         if gov.approvals:
             objs = [await approvals.expire_if_due(self.store, a) for a in
-                    await approvals.task_approvals(self.config, self.namespace, self.name)
+                    await approvals.task_approvals(self.reads, self.namespace, self.name)
                     if a["metadata"]["name"] in {g["name"] for g in gov.approvals}]
             failed = approvals.decided_failure(objs)
             if failed is not None:
