@@ -29,7 +29,8 @@ class StoreHost:
 
     def __init__(self, config: ServerConfig | None = None):
         self.config = config or ServerConfig()
-        self._store = MemoryStore() if self.config.store == "memory" else None
+        # calls arrive and answers leave serialized by Ray: copies already
+        self._store = MemoryStore(copy_values=False) if self.config.store == "memory" else None
         self._opening: asyncio.Lock | None = None
 
     async def _opened(self):

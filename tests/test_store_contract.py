@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 import time
 
@@ -12,10 +13,25 @@ from orloj_ray.errors import Conflict, InvalidResource, NotFound
 from orloj_ray.store import Event, MemoryStore, Store, mutate_status, parse_label_selector
 
 
-@pytest.fixture(params=["memory", "postgres"])
+class Serialized:
+    """A MemoryStore as the store actor runs it (``copy_values=False``) behind a boundary that
+    copies every argument and answer, as Ray's serialization does."""
+
+    def __init__(self):
+        self._store = MemoryStore(copy_values=False)
+
+    def __getattr__(self, method):
+        async def call(*args, **kwargs):
+            return copy.deepcopy(await getattr(self._store, method)(*copy.deepcopy(args), **copy.deepcopy(kwargs)))
+        return call
+
+
+@pytest.fixture(params=["memory", "memory-serialized", "postgres"])
 async def store(request) -> Store:
     if request.param == "memory":
         yield MemoryStore()
+    elif request.param == "memory-serialized":
+        yield Serialized()
     else:
         from pg_server import fresh_postgres_store
 
@@ -437,6 +453,22 @@ async def test_events_after_of_some_kinds(store):
         ("Agent", "a"), ("Agent", "b"), ("AgentPolicy", "p")]
     assert [e.name for e in await store.events_after(since, limit=1, kinds=["Agent"])] == ["a"]
     assert await store.events_after(since, kinds=["Memory"]) == []
+
+
+async def test_uncopied_memory_store_never_changes_what_it_handed_out():
+    """Why the store actor may skip copies: Ray serializes an answer after the call returned,
+    while later calls run, so a write must never change an object or event already handed out."""
+    store = MemoryStore(copy_values=False)
+    since = await store.last_event_id()
+    created = await store.create(agent("a"))
+    got = await store.get("Agent", "default", "a")
+    await store.update_status("Agent", "default", "a", {"phase": "Ready"}, got["metadata"]["resourceVersion"])
+    first = (await store.events_after(since))[1]
+    await store.update_status("Agent", "default", "a", {"phase": "Failed"}, "*")
+    await store.update(agent("a", prompt="changed"), "*")
+    assert got == created and got["metadata"]["resourceVersion"] == "1" and got["status"] == {}
+    assert first.data["status"]["phase"] == "Ready" and first.resource_version == first.data["metadata"]["resourceVersion"]
+    assert (await store.get("Agent", "default", "a"))["status"]["phase"] == "Failed"
 
 
 async def test_events_after_returns_empty_on_timeout(store):

@@ -26,8 +26,10 @@ class EventLog:
     generation, set and dropped on the next append, so idle waiters hold no other memory.
     """
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY):
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, *, copy_values: bool = True):
         self._events: deque[Event] = deque(maxlen=capacity)
+        self._copy = clone if copy_values else (lambda data: data)
+        """How event data is copied in and out (not at all where the caller copies: see MemoryStore)."""
         self._last_id = 0
         self._wakeup: asyncio.Event | None = None
 
@@ -38,12 +40,12 @@ class EventLog:
     def append(self, event: Event) -> Event:
         """Store a copy with the next id and the current timestamp; returns another copy."""
         self._last_id += 1
-        stored = replace(event, id=self._last_id, timestamp=now_rfc3339_nano(), data=clone(event.data))
+        stored = replace(event, id=self._last_id, timestamp=now_rfc3339_nano(), data=self._copy(event.data))
         self._events.append(stored)
         if self._wakeup is not None:
             self._wakeup.set()
             self._wakeup = None
-        return replace(stored, data=clone(stored.data))
+        return replace(stored, data=self._copy(stored.data))
 
     def after(self, after_id: int, limit: int = 1000, kinds: Collection[str] | None = None) -> list[Event]:
         """Copies of up to ``limit`` kept events with ``id > after_id`` (of ``kinds``, if given), oldest first."""
@@ -53,7 +55,9 @@ class EventLog:
         found = islice(self._events, start, None)
         if kinds is not None:
             found = (e for e in found if e.kind in kinds)
-        return [replace(e, data=clone(e.data)) for e in islice(found, max(1, limit))]
+        if self._copy is clone:
+            return [replace(e, data=clone(e.data)) for e in islice(found, max(1, limit))]
+        return list(islice(found, max(1, limit)))
 
     async def wait_after(self, after_id: int, timeout_s: float, limit: int = 1000,
                          kinds: Collection[str] | None = None) -> list[Event]:

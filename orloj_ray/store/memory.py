@@ -3,6 +3,12 @@
 Data lives in this process only (the runtime hosts one instance in a named actor); it is lost
 when that process dies. All methods run on one asyncio event loop and never await while
 changing state, so each write is atomic.
+
+Stored objects are never changed in place: a write stores a new object (sharing the parts it
+did not change), so an object or event handed out earlier keeps the state it had. In-process
+callers get copies (``copy_values=True``, the default) so they cannot change the stored state
+by accident; behind the store actor Ray's serialization already copies every argument and
+answer, and copying again was a fifth of that actor's CPU (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -21,21 +27,23 @@ _Key = tuple[str, str]  # (namespace, name)
 
 
 class MemoryStore:
-    """Objects keyed by (kind, namespace, name), copied on the way in and out."""
+    """Objects keyed by (kind, namespace, name); copied on the way in and out unless ``copy_values=False``
+    (for a caller that copies anyway: the store actor, whose calls arrive and leave serialized)."""
 
-    def __init__(self, *, event_capacity: int = DEFAULT_CAPACITY):
+    def __init__(self, *, event_capacity: int = DEFAULT_CAPACITY, copy_values: bool = True):
         self._kinds: dict[str, dict[_Key, dict]] = {}
-        self._events = EventLog(event_capacity)
+        self._copy = clone if copy_values else _same
+        self._events = EventLog(event_capacity, copy_values=copy_values)
         self._audit: list[dict] = []
 
     async def create(self, obj: dict, *, source: str = "apiserver") -> dict:
-        kind, key, body = incoming(obj)
+        kind, key, body = incoming(obj, self._copy)
         if key in self._kinds.get(kind, {}):
             raise Conflict(f"{kind.lower()} {quote(key[1])} already exists")
         return self._insert(kind, key, body, source)
 
     async def upsert(self, obj: dict, *, source: str = "apiserver") -> tuple[dict, bool]:
-        kind, key, body = incoming(obj)
+        kind, key, body = incoming(obj, self._copy)
         current = self._kinds.get(kind, {}).get(key)
         if current is None:
             return self._insert(kind, key, body, source), True
@@ -45,7 +53,7 @@ class MemoryStore:
         return self._replace(kind, key, current, body, source), False
 
     async def get(self, kind: str, namespace: str, name: str) -> dict:
-        return clone(self._current(kind, namespace, name))
+        return self._copy(self._current(kind, namespace, name))
 
     async def list(
         self,
@@ -55,10 +63,10 @@ class MemoryStore:
         limit: int | None = None,
         after: str | None = None,
     ) -> ListPage:
-        return page_of(self._kinds.get(kind, {}), namespace, selector, limit, after)
+        return page_of(self._kinds.get(kind, {}), namespace, selector, limit, after, self._copy)
 
     async def update(self, obj: dict, expected_rv: str, *, source: str = "apiserver") -> dict:
-        kind, key, body = incoming(obj)
+        kind, key, body = incoming(obj, self._copy)
         current = self._current(kind, *key)
         _check_rv(kind, required_rv(expected_rv), current)
         return self._replace(kind, key, current, body, source)
@@ -72,13 +80,14 @@ class MemoryStore:
         current = self._current(kind, namespace, name)
         _check_rv(kind, required_rv(expected_rv), current)
         meta = current["metadata"]
-        status = clone(status)
+        status = self._copy(status)
         if not status.get("observedGeneration"):
-            status["observedGeneration"] = meta["generation"]
-        current["status"] = status
-        meta["resourceVersion"] = _next_rv(meta["resourceVersion"])
-        self._events.append(resource_event("status", current, source))
-        return clone(current)
+            status = {**status, "observedGeneration": meta["generation"]}
+        stored = {**current, "metadata": {**meta, "resourceVersion": _next_rv(meta["resourceVersion"])},
+                  "status": status}
+        self._kinds[kind][object_key(namespace, name)] = stored
+        self._events.append(resource_event("status", stored, source))
+        return self._copy(stored)
 
     async def claim(self, kind: str, namespace: str, name: str, decide, *, source: str = "apiserver") -> dict | None:
         current = self._current(kind, namespace, name)  # no await until written: atomic
@@ -104,9 +113,9 @@ class MemoryStore:
         return self._events.last_id
 
     async def append_audit(self, record: dict) -> dict:
-        stored = {**clone(record), "id": len(self._audit) + 1}
+        stored = {**self._copy(record), "id": len(self._audit) + 1}
         self._audit.append(stored)
-        return clone(stored)
+        return self._copy(stored)
 
     async def list_audit(self, namespace: str | None = None, *, task: str | None = None, agent: str | None = None,
                          decision: str | None = None, code: str | None = None, subject: str | None = None,
@@ -117,7 +126,7 @@ class MemoryStore:
         out = []
         for record in self._audit[max(0, int(after or 0)):]:
             if all(record.get(k) == v for k, v in wanted.items()):
-                out.append(clone(record))
+                out.append(self._copy(record))
                 if len(out) >= limit:
                     break
         return out
@@ -143,7 +152,7 @@ class MemoryStore:
         body["status"] = status if isinstance(status, dict) else {}
         self._bucket(kind)[key] = body
         self._events.append(resource_event("created", body, source))
-        return clone(body)
+        return self._copy(body)
 
     def _replace(self, kind: str, key: _Key, current: dict, body: dict, source: str) -> dict:
         """Replace metadata and spec, keep status; bump generation only when the spec changed."""
@@ -158,11 +167,11 @@ class MemoryStore:
         body["status"] = current.get("status", {})
         self._bucket(kind)[key] = body
         self._events.append(resource_event("updated", body, source))
-        return clone(body)
+        return self._copy(body)
 
 
 def page_of(items: dict[_Key, dict], namespace: str | None, selector: LabelSelector | None,
-            limit: int | None, after: str | None) -> ListPage:
+            limit: int | None, after: str | None, copy=clone) -> ListPage:
     """``Store.list`` over objects keyed by (namespace, name): copies, sorted, filtered, cut."""
     limit = clamp_limit(limit)
     keys = sorted(k for k in items if not namespace or k[0] == namespace)
@@ -175,7 +184,7 @@ def page_of(items: dict[_Key, dict], namespace: str | None, selector: LabelSelec
     if page and len(page) == limit:
         ns, name = page[-1]
         cont = name if namespace else f"{ns}/{name}"
-    return ListPage(items=[clone(items[k]) for k in page], continue_=cont)
+    return ListPage(items=[copy(items[k]) for k in page], continue_=cont)
 
 
 def _after(key: _Key, cursor: str) -> bool:
@@ -189,6 +198,10 @@ def _check_rv(kind: str, expected: str, current: dict) -> None:
     current_rv = current["metadata"]["resourceVersion"]
     if expected != "*" and expected != current_rv:
         raise rv_conflict(kind, expected, current_rv)
+
+
+def _same(value):
+    return value
 
 
 def _next_rv(rv: str) -> str:

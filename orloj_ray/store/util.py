@@ -105,8 +105,11 @@ def clamp_limit(limit: int | None) -> int:
     return MAX_LIMIT if not limit or limit <= 0 else min(limit, MAX_LIMIT)
 
 
-def incoming(obj: dict) -> tuple[str, tuple[str, str], dict]:
-    """Validate the identity of a written object and return (kind, key, private copy)."""
+def incoming(obj: dict, copy_of: Callable[[Any], Any] = clone) -> tuple[str, tuple[str, str], dict]:
+    """Validate the identity of a written object and return (kind, key, private copy).
+
+    ``copy_of``: how the private copy is made (the identity, where the caller's object is already
+    one: a call deserialized by the store actor)."""
     if not isinstance(obj, dict):
         raise InvalidResource("resource must be an object")
     kind = obj.get("kind")
@@ -116,7 +119,7 @@ def incoming(obj: dict) -> tuple[str, tuple[str, str], dict]:
     name = meta.get("name") if isinstance(meta, dict) else None
     if not isinstance(name, str) or not name:
         raise InvalidResource("metadata.name is required", field="metadata.name")
-    body = clone(obj)
+    body = copy_of(obj)
     key = object_key(body["metadata"].get("namespace"), name)
     body["metadata"]["namespace"] = key[0]
     return kind, key, body
