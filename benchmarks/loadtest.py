@@ -356,7 +356,10 @@ def main() -> int:
 # -- embedded: Ray in this process ----------------------------------------------------------------
 
 ROLES = (("StoreHost", "store"), ("Supervisor", "supervisor"), ("AgentActor", "agents"),
-         ("ServeReplica", "serve_replica"), ("ProxyActor", "serve_proxy"), ("ServeController", "serve_controller"))
+         ("ServeReplica", "serve_replica"), ("ProxyActor", "serve_proxy"), ("HAProxyManager", "serve_proxy"),
+         ("ServeController", "serve_controller"))
+"""Ray worker process titles by role; ``serve_proxy`` also counts HAProxy itself (the ingress's
+processes: the Python proxy actor, or HAProxy and the actor that manages it)."""
 
 
 def ray_processes() -> dict[str, dict[str, float]]:
@@ -374,6 +377,8 @@ def ray_processes() -> dict[str, dict[str, float]]:
                 role = "driver"
             elif title.startswith("ray::"):
                 role = next((r for cls, r in ROLES if title[5:].startswith(cls)), None)
+            elif title.rsplit("/", 1)[-1] == "haproxy":
+                role = "serve_proxy"
             else:
                 role = None
             if role is None:

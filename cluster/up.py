@@ -56,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("orloj_ray.up")
-    apply_local_env()
+    try:
+        apply_local_env()
+    except ValueError as exc:  # ORLOJ_INGRESS
+        log.error("%s", exc)
+        return 2
     try:
         config = ServerConfig.from_env(mode=args.mode, store=args.store, database_url=args.database_url,
                                        log=args.log_backend, nats_url=args.nats_url,

@@ -39,6 +39,10 @@ _ENV = {
 _SECRET_FIELDS = ("api_tokens",)
 
 
+INGRESSES = ("haproxy", "proxy")
+"""``ORLOJ_INGRESS`` / ``orloj up --ingress``: the HTTP ingress of a Ray cluster orloj-ray starts,
+HAProxy (the default where Ray ships it) or Serve's Python proxy (``cluster/ray_env.py``)."""
+
 class ConfigError(ValueError):
     """A setting has a value this server cannot use; the message names the flag and env var."""
 

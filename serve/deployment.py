@@ -7,6 +7,7 @@ concurrent-request limit is raised so long-lived watch streams cannot starve oth
 from __future__ import annotations
 
 import asyncio
+import os
 
 import ray
 from ray import serve
@@ -49,6 +50,8 @@ class OrlojApi:
             "store": self._cluster.get("store", "memory"),
             "log": self._cluster.get("log", "memory"),
             "mode": self._cluster.get("mode", "message-driven"),
+            # how HTTP reaches this replica: Ray's HAProxy ingress or Serve's Python proxy (cluster/ray_env.py)
+            "ingress": "haproxy" if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "proxy",
             "config": self._config.describe(),
         }
 

@@ -50,6 +50,7 @@ def test_up_with_jetstream_runs_tasks_once_each_and_down_stops_nats(tmp_path):
             with httpx.Client(base_url=state["api_url"], timeout=10) as http:
                 runtime = http.get("/v1/runtime").json()
                 assert runtime["log"] == "jetstream" and runtime["mode"] == "message-driven"
+                assert runtime["ingress"] == "haproxy"  # Ray's HAProxy ingress, the default of a cluster `up` starts
                 deadline = time.monotonic() + 120
                 while True:
                     tasks = [http.get(f"/v1/tasks/count-task-{i}").json() for i in range(TASKS)]

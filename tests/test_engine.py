@@ -67,6 +67,14 @@ async def test_pipeline_runs_three_agents_in_order_and_outputs_the_writers_text(
     assert status["attempts"] == 1 and [h["type"] for h in status["history"]] == ["claim", "succeeded"]
     assert all(m["phase"] == "Succeeded" for m in status["messages"])
     assert "claimedBy" not in status and status["completedAt"]
+    # one delivery per message, and the trace in the order things happened (a turn's write
+    # also records the next message Running and, for the last turn, the task's success)
+    assert [m["attempts"] for m in status["messages"]] == [1, 1, 1]
+    steps = [(r["type"], r.get("agent", "")) for r in status["trace"]
+             if r["type"] in ("task_start", "agent_start", "agent_end", "task_summary")]
+    agents = [r["agent"] for r in ends]
+    assert steps == [("task_start", ""), *[(kind, a) for a in agents for kind in ("agent_start", "agent_end")],
+                     ("task_summary", "")]
 
 
 async def test_hierarchical_join_waits_for_both_branches_and_runs_the_editor_once():

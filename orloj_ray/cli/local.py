@@ -113,6 +113,9 @@ def up(
     auth_mode: Annotated[Optional[str], typer.Option(
         "--auth-mode", help="API authentication: off or token (env ORLOJ_AUTH_MODE; default off on loopback only).",
     )] = None,
+    ingress: Annotated[Optional[str], typer.Option(
+        "--ingress", help="HTTP ingress of a Ray cluster started here: haproxy (default where Ray ships it) or "
+                          "proxy, Serve's Python proxy (env ORLOJ_INGRESS).")] = None,
 ) -> None:
     """Start orloj-ray locally: Ray, the control plane and the REST API."""
     from orloj_ray.config import ConfigError, ServerConfig
@@ -124,6 +127,12 @@ def up(
                                        auth_mode=auth_mode)
     except ConfigError as exc:
         fail(str(exc), 2)
+    if ingress is not None:
+        from orloj_ray.config import INGRESSES
+
+        if ingress.strip().lower() not in INGRESSES:
+            fail(f"--ingress {ingress!r}: use one of {', '.join(INGRESSES)}", 2)
+        os.environ["ORLOJ_INGRESS"] = ingress.strip().lower()
     sdir = state_dir()
     sdir.mkdir(parents=True, exist_ok=True)
     state = read_state()

@@ -99,6 +99,10 @@ class TaskExecutor:
         self._active: dict[str, list[Delivery]] = {}
         self._finished: set[str] = set()
         self._changed = asyncio.Event()
+        self._marked_running: set[str] = set()
+        """Messages recorded as Running by the write that created them: their first delivery writes nothing more."""
+        self._succeeded = False
+        """The last turn's write recorded the task's success too."""
         self.draining = False
         """Set by ``drain``: running turns finish and record, no new one starts."""
         self._left_unfinished = False
@@ -128,10 +132,10 @@ class TaskExecutor:
                         hop=_hop(record["message_id"]))
 
     async def run(self) -> None:
-        started = time.monotonic()
+        self._started = time.monotonic()
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
-            await self._run(started)
+            await self._run()
         except (LeaseLost, TaskStopped) as exc:
             log.info("task %s stopped: %s", self.task_id, exc)
         except Drained:
@@ -153,7 +157,7 @@ class TaskExecutor:
             except Exception:
                 log.warning("lease renewal of %s failed", self.task_id, exc_info=True)
 
-    async def _run(self, started: float) -> None:
+    async def _run(self) -> None:
         try:
             await self.reads.sync()
             self.resolved = await resolve_task(self.reads, self.task)
@@ -167,7 +171,9 @@ class TaskExecutor:
             kickoff = self.spec.get("input", {}).get("topic") or f"task={self.name} attempt={self.attempt}"
             envelopes = [self._envelope("system", agent, i + 1, f"b{i + 1:03d}", kickoff, type="task_start")
                          for i, agent in enumerate(entries)]
-            await self.recorder.start(self.resolved, entries, envelopes)  # one write with the kickoff messages
+            running = self._mark_running(envelopes)  # one write with the kickoff messages, Running
+            await self.recorder.start(self.resolved, entries, envelopes, running=running,
+                                      max_attempts=self._max_attempts())
         else:
             await self.recorder.resumed(len(envelopes))
         failure: TaskFailed | None = None
@@ -198,7 +204,29 @@ class TaskExecutor:
         if failure is not None:
             await self.recorder.fail(failure.code, failure.message, phase=failure.phase)
             return
-        await self.recorder.succeed(int((time.monotonic() - started) * 1000))
+        if not self._succeeded:
+            await self.recorder.succeed(self._elapsed_ms())
+
+    def _elapsed_ms(self) -> int:
+        return int((time.monotonic() - self._started) * 1000)
+
+    def _max_attempts(self) -> int:
+        return RetryPolicy.for_messages(self.spec).max_attempts
+
+    def _mark_running(self, envelopes: list[Envelope]) -> set[str]:
+        """The messages whose turn starts as soon as they are delivered, remembered as recorded
+        Running. Not those into a join (a message may only wait there) or within ``max_turns``
+        (one may hit the limit): their deliveries decide first and write what they decided."""
+        if int(self.spec.get("max_turns") or 0):
+            return set()
+        graph = self.resolved.graph
+        running = {e.message_id for e in envelopes if e.from_agent == "system" or graph.join_for(e.to_agent) is None}
+        self._marked_running |= running
+        return running
+
+    def _is_last(self, mid: str) -> bool:
+        """Nothing but the message ``mid`` is in flight: when its turn sends nothing, the task is done."""
+        return not self.draining and not self._sent and self._active.keys() == {mid}
 
     def _restore(self) -> list[Envelope] | None:
         """Unfinished messages of this attempt, with join and branch state; None for a fresh start."""
@@ -365,7 +393,11 @@ class TaskExecutor:
                            parent_id=env.message_id)
             for i, target in enumerate(targets)
         ]
-        await self.recorder.turn_done(env, inbox, result, children)
+        last = not children and self._is_last(env.message_id)
+        await self.recorder.turn_done(env, inbox, result, children, running=self._mark_running(children),
+                                      max_attempts=self._max_attempts(),
+                                      finished_ms=self._elapsed_ms() if last else None)
+        self._succeeded = last
         for child in children:
             await self._send(child)
 
@@ -430,9 +462,13 @@ class TaskExecutor:
         )
         policy = RetryPolicy.for_messages(self.spec)
         attempts = redeliveries = 0
+        recorded = env.message_id in self._marked_running  # the first delivery is recorded Running already
+        self._marked_running.discard(env.message_id)
         while True:
             attempts += 1
-            await self.recorder.message_running(env, max_attempts=policy.max_attempts)
+            if not recorded:
+                await self.recorder.message_running(env, max_attempts=policy.max_attempts)
+            recorded = False
             try:
                 request.governance = await self._governance(node, env)
                 if self._turn_slots is None:

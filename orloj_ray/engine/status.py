@@ -5,7 +5,9 @@ per task in this process. Each write first checks that this run still holds the 
 and epoch, ``LeaseLost`` otherwise) and that the task is not terminal (``orloj cancel``:
 ``TaskStopped``), so a deposed or canceled run never overwrites a newer decision. A turn's
 result, its message's completion and the messages it sends are one write: after a crash the
-task resumes from exactly the messages that were not finished.
+task resumes from exactly the messages that were not finished. That write also marks the
+sent messages Running when their turns start on delivery, and a task's last turn records its
+success: a pipeline agent costs one write, not three.
 
 A write is one Store call when it can be: the recorder remembers the object its last write
 stored and writes the next status against that ``resourceVersion`` without reading it first.
@@ -17,6 +19,7 @@ with its start (docs/benchmarks.md has the figures).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -155,14 +158,18 @@ class TaskRecorder:
     async def resumed(self, pending: int) -> None:
         await self._write(lambda s: self._trace(s, "task_resumed", message=f"resuming with {pending} unfinished messages"))
 
-    async def start(self, resolved: ResolvedTask, entries: list[str], queued: list[Envelope] = ()) -> None:
-        """The task starts; ``queued``: its kickoff messages, recorded in the same write."""
+    async def start(self, resolved: ResolvedTask, entries: list[str], queued: list[Envelope] = (), *,
+                    running: Collection[str] = (), max_attempts: int = 1) -> None:
+        """The task starts; ``queued``: its kickoff messages, recorded in the same write, those in
+        ``running`` (ids) as Running (see ``turn_done``)."""
         def change(status: dict) -> None:
             output = status.setdefault("output", {})
             output.update({"system": self.system, "runtime.entry_agent": ",".join(entries)})
             self._trace(status, "task_start", message=f"system={self.system} agents={len(resolved.graph.agents)}")
             for env in queued:
                 self._message(status, env)
+                if env.message_id in running:
+                    self._running(status, env, max_attempts)
 
         await self._write(change)
 
@@ -170,13 +177,14 @@ class TaskRecorder:
         await self._write(lambda s: self._message(s, env))
 
     async def message_running(self, env: Envelope, *, max_attempts: int = 1) -> None:
-        def change(status: dict) -> None:
-            record = next((m for m in status.get("messages") or [] if m.get("message_id") == env.message_id), None)
-            self._message(status, env, phase="Running", worker=self.worker, max_attempts=max_attempts,
-                          attempts=(record or {}).get("attempts", 0) + 1)
-            self._trace(status, "agent_start", agent=env.to_agent, message=f"from={env.from_agent} branch={env.branch_id}")
+        await self._write(lambda status: self._running(status, env, max_attempts))
 
-        await self._write(change)
+    def _running(self, status: dict, env: Envelope, max_attempts: int) -> None:
+        """A delivery of ``env`` starts: counted in its ``attempts`` before the turn runs."""
+        record = next((m for m in status.get("messages") or [] if m.get("message_id") == env.message_id), None)
+        self._message(status, env, phase="Running", worker=self.worker, max_attempts=max_attempts,
+                      attempts=(record or {}).get("attempts", 0) + 1)
+        self._trace(status, "agent_start", agent=env.to_agent, message=f"from={env.from_agent} branch={env.branch_id}")
 
     async def message_done(self, env: Envelope, why: str) -> None:
         def change(status: dict) -> None:
@@ -228,7 +236,16 @@ class TaskRecorder:
                                      "payload": env.content[:1024]})
         return state
 
-    async def turn_done(self, env: Envelope, inbox: list, result: TurnResult, children: list) -> None:
+    async def turn_done(self, env: Envelope, inbox: list, result: TurnResult, children: list, *,
+                        running: Collection[str] = (), max_attempts: int = 1,
+                        finished_ms: int | None = None) -> None:
+        """A turn's result, its message's completion and the messages it sends, in one write.
+
+        Children whose ids are in ``running`` are recorded as Running at once (their delivery
+        follows this write; a turn that starts at once needs no write of its own), and with
+        ``finished_ms`` (the last turn of a task with nothing else in flight) the task's success
+        is part of the same write: two fewer writes per pipeline agent, the states in between
+        skipped, none added."""
         def change(status: dict) -> None:
             for row in result.trace:
                 self._trace(status, row["type"], **{k: v for k, v in row.items() if k not in ("type", "timestamp")})
@@ -245,6 +262,9 @@ class TaskRecorder:
                 self._message(status, child)
                 self._trace(status, "agent_message", agent=child.from_agent,
                             message=f"agent message published: id={child.message_id} to={child.to_agent}")
+            for child in children:
+                if child.message_id in running:
+                    self._running(status, child, max_attempts)
             output = status.setdefault("output", {})
             index = int(output.get("agents_executed") or 0) + 1
             prefix = f"agent.{index}"
@@ -259,8 +279,12 @@ class TaskRecorder:
                 "last_agent": result.agent, "last_output": result.output,
                 "tokens_used_total": str(int(output.get("tokens_used_total") or 0) + result.tokens),
             })
+            if finished_ms is not None:
+                self._succeeded(status, finished_ms)
 
         await self._write(change)
+        if finished_ms is not None:
+            await self._event("succeeded", "Succeeded")
 
     async def turn_failed(self, env: Envelope, result: TurnResult | None, error: str) -> None:
         """The message is dead: record what the last attempt did and why it failed."""
@@ -289,17 +313,17 @@ class TaskRecorder:
         await self._event("waiting_approval", "WaitingApproval", result.error)
 
     async def succeed(self, duration_ms: int) -> None:
-        def change(status: dict) -> None:
-            output = status.setdefault("output", {})
-            output.update({"result": "executed", "duration_ms": str(duration_ms),
-                           "final_output": output.get("last_output", "")})
-            self._trace(status, "task_summary",
-                        message=f"agents={output.get('agents_executed', '0')} duration_ms={duration_ms}")
-            self._history(status, "succeeded", "task execution completed successfully")
-            _finish(status, "Succeeded")
-
-        await self._write(change)
+        await self._write(lambda status: self._succeeded(status, duration_ms))
         await self._event("succeeded", "Succeeded")
+
+    def _succeeded(self, status: dict, duration_ms: int) -> None:
+        output = status.setdefault("output", {})
+        output.update({"result": "executed", "duration_ms": str(duration_ms),
+                       "final_output": output.get("last_output", "")})
+        self._trace(status, "task_summary",
+                    message=f"agents={output.get('agents_executed', '0')} duration_ms={duration_ms}")
+        self._history(status, "succeeded", "task execution completed successfully")
+        _finish(status, "Succeeded")
 
     async def fail(self, code: str, message: str, *, phase: str = "Failed") -> None:
         kind = phase.lower()
