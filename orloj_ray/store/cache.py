@@ -39,6 +39,7 @@ class CachedReads:
             raise ValueError("Secret events are redacted: Secrets cannot be cached")
         self._objects: dict[str, dict[tuple[str, str], dict]] = {kind: {} for kind in self.kinds}
         self._cursor: int | None = None  # None: never loaded
+        self._known = 0  # the store's last event id as the previous sync read it
         self._started = 0  # syncs begun
         self._done = 0  # syncs finished
         self._running: asyncio.Task | None = None
@@ -77,13 +78,26 @@ class CachedReads:
             raise RuntimeError("CachedReads read before its first sync()")
 
     async def _sync_once(self) -> None:
+        """One round trip when nothing is behind: the store's last event id and this cache's
+        kinds' events after the cursor, asked together (RemoteStore sends them in one batch).
+
+        The events alone make the barrier: they hold everything of these kinds committed
+        before they were read. The id read by the previous sync moves the cursor past other
+        kinds' events (it was read before these events were), so reads do not rescan them."""
         self._started += 1
         generation = self._started
-        last = await self.store.last_event_id()
-        if self._cursor is None or last - self._cursor > REFILL_AFTER or last < self._cursor:
-            await self._reload(last)
+        if self._cursor is None:
+            await self._reload(await self.store.last_event_id())
         else:
-            await self._catch_up(last)
+            last, events = await asyncio.gather(self.store.last_event_id(),
+                                                self.store.events_after(self._cursor, 0.0, _PAGE, self.kinds))
+            if last - self._cursor > REFILL_AFTER or last < self._cursor:  # fell behind the log, or a new store
+                await self._reload(last)
+            else:
+                self._take(events, self._known)
+                if len(events) == _PAGE:
+                    await self._catch_up(last)
+            self._known = last
         self._done = max(self._done, generation)
 
     async def _reload(self, last: int) -> None:
@@ -104,15 +118,21 @@ class CachedReads:
         await self._catch_up(last)
 
     async def _catch_up(self, last: int) -> None:
-        """Apply this cache's kinds' events up to at least ``last``."""
+        """Apply this cache's kinds' events up to at least ``last`` (an id read before this call)."""
         for _ in range(10_000):  # bounded: 10M events
             events = await self.store.events_after(self._cursor, 0.0, _PAGE, self.kinds)
-            for event in events:
-                self._apply(event)
-            if len(events) < _PAGE:  # everything matching up to now was returned
-                self._cursor = max(self._cursor, last, events[-1].id if events else 0)
+            if self._take(events, last):
                 return
-            self._cursor = events[-1].id
+
+    def _take(self, events: list[Event], seen: int) -> bool:
+        """Apply events read after the id ``seen`` was; True when they were all there were."""
+        for event in events:
+            self._apply(event)
+        if len(events) < _PAGE:  # everything matching up to now was returned
+            self._cursor = max(self._cursor, seen, events[-1].id if events else 0)
+            return True
+        self._cursor = events[-1].id
+        return False
 
     def _apply(self, event: Event) -> None:
         if event.kind not in self.kinds or not event.type.startswith("resource."):
