@@ -103,6 +103,7 @@ class TaskExecutor:
         """Messages recorded as Running by the write that created them: their first delivery writes nothing more."""
         self._succeeded = False
         """The last turn's write recorded the task's success too."""
+        self._started = time.monotonic()  # reset when the run starts
         self.draining = False
         """Set by ``drain``: running turns finish and record, no new one starts."""
         self._left_unfinished = False
