@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -92,8 +93,6 @@ def _haproxy_binary() -> str | None:
 
         return get_haproxy_binary()
     except (ImportError, OSError):
-        import shutil
-
         return shutil.which("haproxy")
 
 

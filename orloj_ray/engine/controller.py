@@ -196,11 +196,12 @@ class Controller:
                 self.open_tasks[key] = phase
 
     async def _get_tasks(self, keys) -> list[dict]:
+        """The tasks named by (namespace, name) ``keys`` that still exist."""
         tasks = []
         for ns, name in keys:
             try:
                 tasks.append(await self.store.get("Task", ns, name))
-            except Exception:
+            except NotFound:
                 continue
         return tasks
 
@@ -243,12 +244,7 @@ class Controller:
                     continue
                 ref = str((approval.get("spec") or {}).get("task_ref") or "")
                 refs.add(tuple(ref.split("/", 1)) if "/" in ref else (e.namespace, ref))
-            tasks = []
-            for ns, name in refs:
-                try:
-                    tasks.append(await self.store.get("Task", ns, name))
-                except NotFound:
-                    continue
+            tasks = await self._get_tasks(refs)
         else:
             tasks = await self._get_tasks(sorted(k for k, phase in self.open_tasks.items() if phase == "WaitingApproval"))
         resumed = 0

@@ -14,6 +14,7 @@ finished step is never executed again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -211,8 +212,12 @@ class TaskExecutor:
     def _elapsed_ms(self) -> int:
         return int((time.monotonic() - self._started) * 1000)
 
+    @functools.cached_property
+    def _message_policy(self) -> RetryPolicy:
+        return RetryPolicy.for_messages(self.spec)
+
     def _max_attempts(self) -> int:
-        return RetryPolicy.for_messages(self.spec).max_attempts
+        return self._message_policy.max_attempts
 
     def _mark_running(self, envelopes: list[Envelope]) -> set[str]:
         """The messages whose turn starts as soon as they are delivered, remembered as recorded
@@ -461,7 +466,7 @@ class TaskExecutor:
             requirements=dict(self.spec.get("requirements") or {}),
             message_id=env.message_id,
         )
-        policy = RetryPolicy.for_messages(self.spec)
+        policy = self._message_policy
         attempts = redeliveries = 0
         recorded = env.message_id in self._marked_running  # the first delivery is recorded Running already
         self._marked_running.discard(env.message_id)

@@ -13,7 +13,7 @@ from dataclasses import replace
 from itertools import islice
 
 from orloj_ray.store.base import Event
-from orloj_ray.store.util import clone, now_rfc3339_nano
+from orloj_ray.store.util import clone, now_rfc3339_nano, same
 
 DEFAULT_CAPACITY = 8192
 """Events kept, as upstream ``orlojd``."""
@@ -28,7 +28,7 @@ class EventLog:
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY, *, copy_values: bool = True):
         self._events: deque[Event] = deque(maxlen=capacity)
-        self._copy = clone if copy_values else (lambda data: data)
+        self._copy = clone if copy_values else same
         """How event data is copied in and out (not at all where the caller copies: see MemoryStore)."""
         self._last_id = 0
         self._wakeup: asyncio.Event | None = None
@@ -55,9 +55,8 @@ class EventLog:
         found = islice(self._events, start, None)
         if kinds is not None:
             found = (e for e in found if e.kind in kinds)
-        if self._copy is clone:
-            return [replace(e, data=clone(e.data)) for e in islice(found, max(1, limit))]
-        return list(islice(found, max(1, limit)))
+        events = list(islice(found, max(1, limit)))
+        return [replace(e, data=clone(e.data)) for e in events] if self._copy is clone else events
 
     async def wait_after(self, after_id: int, timeout_s: float, limit: int = 1000,
                          kinds: Collection[str] | None = None) -> list[Event]:

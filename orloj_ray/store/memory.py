@@ -19,7 +19,7 @@ from orloj_ray.errors import Conflict, InvalidResource, NotFound
 from orloj_ray.store.base import Event, LabelSelector, ListPage
 from orloj_ray.store.events import DEFAULT_CAPACITY, EventLog, resource_event
 from orloj_ray.store.util import (
-    clamp_limit, clean_rv, clone, incoming, now_rfc3339, object_key, quote, required_rv, rv_conflict,
+    clamp_limit, clean_rv, clone, incoming, now_rfc3339, object_key, quote, required_rv, rv_conflict, same,
 )
 
 
@@ -32,7 +32,7 @@ class MemoryStore:
 
     def __init__(self, *, event_capacity: int = DEFAULT_CAPACITY, copy_values: bool = True):
         self._kinds: dict[str, dict[_Key, dict]] = {}
-        self._copy = clone if copy_values else _same
+        self._copy = clone if copy_values else same
         self._events = EventLog(event_capacity, copy_values=copy_values)
         self._audit: list[dict] = []
 
@@ -198,10 +198,6 @@ def _check_rv(kind: str, expected: str, current: dict) -> None:
     current_rv = current["metadata"]["resourceVersion"]
     if expected != "*" and expected != current_rv:
         raise rv_conflict(kind, expected, current_rv)
-
-
-def _same(value):
-    return value
 
 
 def _next_rv(rv: str) -> str:

@@ -49,6 +49,11 @@ def quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+def same(value: Any) -> Any:
+    """The value itself: the copy of a caller that needs none (see MemoryStore ``copy_values``)."""
+    return value
+
+
 def clone(value: Any) -> Any:
     """Deep copy of JSON-shaped data; fast path for dicts, lists and scalars."""
     if isinstance(value, dict):
