@@ -10,6 +10,7 @@ host is restarted by Ray; it stays the one gateway so the cluster holds one conn
 from __future__ import annotations
 
 import asyncio
+import collections
 import weakref
 from collections.abc import Collection
 
@@ -32,6 +33,8 @@ class StoreHost:
         # calls arrive and answers leave serialized by Ray: copies already
         self._store = MemoryStore(copy_values=False) if self.config.store == "memory" else None
         self._opening: asyncio.Lock | None = None
+        self._actor_calls = 0
+        self._store_calls: collections.Counter[str] = collections.Counter()
 
     async def _opened(self):
         if self._store is None:
@@ -42,6 +45,8 @@ class StoreHost:
         return self._store
 
     async def call(self, method: str, *args, **kwargs):
+        self._actor_calls += 1
+        self._store_calls[_label(method, args)] += 1
         try:
             return await getattr(await self._opened(), method)(*args, **kwargs)
         except OrlojError as exc:  # an answer (NotFound, Conflict, ...), not a crash: see _Raised
@@ -51,6 +56,8 @@ class StoreHost:
         """Several calls in one actor call (``RemoteStore`` batches). They start in the order
         given, so the memory store, which never awaits inside a write, applies them in order;
         each answer (or its error) comes back in its place."""
+        self._actor_calls += 1
+        self._store_calls.update(_label(method, args) for method, args, _ in calls)
         store = await self._opened()
 
         async def one(method: str, args: tuple, kwargs: dict):
@@ -65,8 +72,17 @@ class StoreHost:
         await self._opened()
         return "ok"
 
+    async def stats(self) -> dict:
+        """Calls served so far: actor calls (a batch is one) and store calls by method and kind."""
+        return {"actor_calls": self._actor_calls, "store_calls": dict(self._store_calls)}
+
     async def store_kind(self) -> str:
         return type(await self._opened()).__name__
+
+
+def _label(method: str, args: tuple) -> str:
+    """``list Task``: the method and, for calls about one kind, the kind."""
+    return f"{method} {args[0]}" if args and isinstance(args[0], str) else method
 
 
 class _Raised:

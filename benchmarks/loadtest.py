@@ -320,6 +320,7 @@ def main() -> int:
                             args.nats_url if args.log == "jetstream" else "")
         baseline_memory = probe() if probe else None
         cpu_before = ray_processes() if args.embedded else None
+        calls_before = store_stats() if args.embedded else None
         kills = _start_kills(args, stop_kills)
         report = asyncio.run(run(server, args, probe))
         stop_kills.set()
@@ -328,6 +329,7 @@ def main() -> int:
             report["cpu_ms_per_task"] = {role: round((after[role]["cpu_s"] - cpu_before[role]["cpu_s"]) * 1000 / args.tasks, 1)
                                          for role in after}
             report["cpu_ms_per_task"]["total"] = round(sum(report["cpu_ms_per_task"].values()), 1)
+            report["store_per_task"] = per_task(calls_before, store_stats(), args.tasks)
         report["kills"] = kills
         if probe:
             report.setdefault("memory_rss_mib", {}).update(before_run=baseline_memory, end=probe())
@@ -392,6 +394,22 @@ def ray_processes() -> dict[str, dict[str, float]]:
         out[role]["rss_mib"] += rss_kib / 1024
         out[role]["cpu_s"] += cpu_s
     return out
+
+
+def store_stats() -> dict:
+    """The store actor's call counters (``StoreHost.stats``)."""
+    import ray
+
+    from actors import RAY_NAMESPACE, STORE_ACTOR
+
+    return ray.get(ray.get_actor(STORE_ACTOR, namespace=RAY_NAMESPACE).stats.remote())
+
+
+def per_task(before: dict, after: dict, tasks: int) -> dict:
+    """Store actor calls (a batch is one) and store calls by method per task, between two ``store_stats``."""
+    methods = {m: round((n - before["store_calls"].get(m, 0)) / tasks, 2) for m, n in after["store_calls"].items()}
+    return {"actor_calls": round((after["actor_calls"] - before["actor_calls"]) / tasks, 2),
+            "store_calls": {m: n for m, n in sorted(methods.items()) if n}}
 
 
 def ray_rss_mib() -> dict:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -76,19 +76,36 @@ def _stream(gen: AsyncIterator[bytes]) -> StreamingResponse:
 def _coalesce(events: list[Event]) -> list[Event]:
     """Drop a resource write that a later write of the same object in the same batch supersedes
     (a delete in between keeps both). A busy watch then sends each object's latest state once
-    per read of the log instead of once per write, as upstream's 1 s poll-and-diff does."""
-    keep, written_later = [], set()
+    per read of the log instead of once per write, as upstream's 1 s poll-and-diff does.
+
+    A status event carries no spec: when it supersedes the write that did, it keeps that
+    write's spec, so the watch sends the object without reading it."""
+    keep: list[Event] = []
+    latest: dict[tuple[str, str, str], int] = {}  # object -> index in ``keep`` of its latest write
     for event in reversed(events):
         key = (event.kind, event.namespace or "default", event.name)
         if event.type == "resource.deleted":
-            written_later.discard(key)
+            latest.pop(key, None)
         elif event.type in RESOURCE_WRITES:
-            if key in written_later:
+            index = latest.get(key)
+            if index is None:
+                latest[key] = len(keep)
+            else:
+                keep[index] = _with_spec(keep[index], event)
                 continue
-            written_later.add(key)
         keep.append(event)
     keep.reverse()
     return keep
+
+
+def _with_spec(status: Event, earlier: Event) -> Event:
+    """``status`` (a status write) completed with the spec of an ``earlier`` write of the object."""
+    data, body = status.data, earlier.data
+    if (status.type != "resource.status" or not isinstance(data, dict) or "spec" in data or "metadata" not in data
+            or not isinstance(body, dict) or "spec" not in body):
+        return status
+    rest = {k: v for k, v in body.items() if k not in ("metadata", "status")}
+    return replace(status, data={**rest, "metadata": data["metadata"], "status": data.get("status") or {}})
 
 
 async def _follow(request: Request, store, cursor: int, settings: StreamSettings,
@@ -164,10 +181,11 @@ def _register_watch(app: FastAPI, store, info: KindInfo, settings: StreamSetting
                 if event.type not in RESOURCE_WRITES:
                     return None
                 data = event.data
-                if (event.type == "resource.status" and key in bodies and isinstance(data, dict)
+                has_spec = isinstance(data, dict) and "spec" in data  # also a status write _coalesce completed
+                if (event.type == "resource.status" and not has_spec and key in bodies and isinstance(data, dict)
                         and "metadata" in data):  # the status write itself + the object's unchanged rest
                     data = {**bodies[key], "metadata": data["metadata"], "status": data.get("status") or {}}
-                elif event.type == "resource.status" or not (isinstance(data, dict) and "spec" in data):
+                elif not has_spec:
                     try:
                         data = await store.get(kind, key[0], key[1])
                     except NotFound:

@@ -56,6 +56,20 @@ async def test_a_burst_of_status_writes_reaches_a_watch_once_as_the_latest_state
             await s.next_event(timeout=0.5)
 
 
+async def test_an_object_created_and_written_in_one_batch_is_sent_once_with_its_spec_without_a_read(app, store):
+    async with Stream(app, "/v1/agents/watch") as s:
+        await asyncio.sleep(0.2)  # the stream took its cursor
+        gets = store.gets
+        await store.create(agent("a", prompt="p1"))
+        rv = await burst(store, ["Running", "Ready"], "1")
+        _, data = await s.next_event()
+        assert data["type"] == "added" and data["resource"]["status"]["phase"] == "Ready"
+        assert data["resource"]["spec"]["prompt"] == "p1" and data["resource"]["metadata"]["resourceVersion"] == rv
+        assert store.gets == gets  # the create event's spec completed the status event
+        with pytest.raises(TimeoutError):
+            await s.next_event(timeout=0.5)
+
+
 async def test_a_delete_and_recreate_in_one_batch_is_sent_as_deleted_then_added(app, store):
     await store.create(agent("a", prompt="p1"))
     async with Stream(app, "/v1/agents/watch") as s:

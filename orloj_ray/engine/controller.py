@@ -217,16 +217,23 @@ class Controller:
         return await self._claim_all(tasks)
 
     async def _claim_all(self, tasks: list[dict]) -> int:
-        claimed = 0
+        """Claim ``tasks`` that are claimable, up to capacity; the claims go out together."""
+        picked: dict[str, dict] = {}
         for task in tasks:
             key = f'{task["metadata"]["namespace"]}/{task["metadata"]["name"]}'
-            if key in self.running or len(self.running) >= self.max_concurrent or not claimable(task, self.worker):
+            if (key in self.running or key in picked or len(self.running) + len(picked) >= self.max_concurrent
+                    or not claimable(task, self.worker)):
                 continue
-            owned = await claim(self.store, task, self.worker, lease_s=self.lease_s)
-            if owned is None:
-                continue
-            claimed += 1
-            self._launch(key, owned)
+            picked[key] = task
+        results = await asyncio.gather(*(claim(self.store, task, self.worker, lease_s=self.lease_s)
+                                         for task in picked.values()), return_exceptions=True)
+        claimed = 0
+        for key, owned in zip(picked, results):
+            if isinstance(owned, BaseException):
+                log.error("claiming task %s failed: %s", key, owned, exc_info=owned)
+            elif owned is not None:
+                claimed += 1
+                self._launch(key, owned)
         return claimed
 
     async def resume_approvals(self, events=None) -> int:

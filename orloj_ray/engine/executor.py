@@ -63,6 +63,11 @@ class TaskFailed(Exception):
         self.phase = phase
 
 
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def _spawn(group: asyncio.TaskGroup, coro) -> None:
     """Start a delivery, unless the group is already failing (then the task is ending anyway)."""
     try:
@@ -100,6 +105,9 @@ class TaskExecutor:
         self._active: dict[str, list[Delivery]] = {}
         self._finished: set[str] = set()
         self._changed = asyncio.Event()
+        self._syncs: dict[str, asyncio.Future] = {}
+        """The config-cache sync made with the write that recorded a message: its first turn is
+        governed by what that sync saw instead of waiting for a sync of its own."""
         self._marked_running: set[str] = set()
         """Messages recorded as Running by the write that created them: their first delivery writes nothing more."""
         self._succeeded = False
@@ -160,8 +168,9 @@ class TaskExecutor:
                 log.warning("lease renewal of %s failed", self.task_id, exc_info=True)
 
     async def _run(self) -> None:
+        synced = self._sync()
         try:
-            await self.reads.sync()
+            await synced
             self.resolved = await resolve_task(self.reads, self.task)
         except TaskInvalid as exc:
             await self.recorder.fail("task_invalid", str(exc))
@@ -174,6 +183,7 @@ class TaskExecutor:
             envelopes = [self._envelope("system", agent, i + 1, f"b{i + 1:03d}", kickoff, type="task_start")
                          for i, agent in enumerate(entries)]
             running = self._mark_running(envelopes)  # one write with the kickoff messages, Running
+            self._syncs.update((env.message_id, synced) for env in envelopes)  # governed as resolved
             await self.recorder.start(self.resolved, entries, envelopes, running=running,
                                       max_attempts=self._max_attempts())
         else:
@@ -208,6 +218,13 @@ class TaskExecutor:
             return
         if not self._succeeded:
             await self.recorder.succeed(self._elapsed_ms())
+
+    def _sync(self) -> asyncio.Future:
+        """A config-cache sync started now, alongside the write that follows (RemoteStore sends
+        them in one batch), so the turns that write records wait for no sync of their own."""
+        sync = asyncio.ensure_future(self.reads.sync())
+        sync.add_done_callback(_retrieve)  # a turn that never runs never awaits it
+        return sync
 
     def _elapsed_ms(self) -> int:
         return int((time.monotonic() - self._started) * 1000)
@@ -315,6 +332,7 @@ class TaskExecutor:
             if beat is not None:
                 beat.cancel()
             deliveries = self._active.pop(mid, [])
+            self._syncs.pop(mid, None)
             if settled_ok:
                 self._finished.add(mid)
             self._changed.set()
@@ -400,6 +418,9 @@ class TaskExecutor:
             for i, target in enumerate(targets)
         ]
         last = not children and self._is_last(env.message_id)
+        if children:
+            synced = self._sync()
+            self._syncs.update((child.message_id, synced) for child in children)
         await self.recorder.turn_done(env, inbox, result, children, running=self._mark_running(children),
                                       max_attempts=self._max_attempts(),
                                       finished_ms=self._elapsed_ms() if last else None)
@@ -511,7 +532,10 @@ class TaskExecutor:
     async def _governance(self, node: str, env: Envelope):
         """What governs this turn; a denied or expired approval of this message fails it now,
         without running the turn again (governance.md section 5)."""
-        await self.reads.sync()  # a policy, role or permission applied before this turn governs it
+        # a policy, role or permission committed before the write that recorded this message
+        # (its first delivery) or before this attempt (a retry) governs the turn
+        synced = self._syncs.pop(env.message_id, None)
+        await (synced if synced is not None else self.reads.sync())
         gov = await load_turn_governance(self.reads, self.task, self.resolved.agents[node], env.message_id,
                                          tokens_used=self.recorder.tokens_used())
         if gov.approvals:
