@@ -121,3 +121,26 @@ async def test_a_failed_sync_raises_and_the_next_one_recovers():
     await store.create(obj("Agent", "after"))
     await reads.sync()
     assert (await reads.get("Agent", "default", "after"))["metadata"]["name"] == "after"
+
+
+async def test_sync_after_an_event_waits_only_when_no_sync_covered_it():
+    """``sync(after=id)``: what a task created at event ``id`` needs (the engine's claim): the
+    configuration committed up to that event, which a sync done since may already hold."""
+    store = MemoryStore()
+    counting = Counting(store)
+    reads = CachedReads(counting, ["Agent"])
+    await reads.sync()
+    await store.create(obj("Agent", "a"))
+    await store.create(obj("Task", "t"))
+    created = await store.last_event_id()  # the task's creation
+    await reads.sync(after=created)  # not covered yet: it syncs
+    assert (await reads.get("Agent", "default", "a"))["metadata"]["name"] == "a"
+    await reads.sync()  # a sync that read an id past the task's creation
+    before = dict(counting.calls)
+    await store.create(obj("Agent", "later"))
+    await reads.sync(after=created)  # covered: no store call, and nothing newer is promised
+    assert counting.calls == before
+    with pytest.raises(NotFound):
+        await reads.get("Agent", "default", "later")
+    await reads.sync()
+    assert (await reads.get("Agent", "default", "later"))["metadata"]["name"] == "later"

@@ -208,16 +208,19 @@ class Controller:
     async def claim_due(self, events=None) -> int:
         """Claim every due task: those ``events`` name, or (None) every unfinished one."""
         if events is not None:  # the events carry the task: no read (the store decides on the row itself)
-            latest = {(e.namespace, e.name): e.data for e in events  # our own writes never make a task due
+            latest = {(e.namespace, e.name): e for e in events  # our own writes never make a task due
                       if e.kind == "Task" and e.source != "task-controller"
                       and e.type in ("resource.created", "resource.updated", "resource.status")}
-            tasks = [data for data in latest.values() if isinstance(data, dict) and "metadata" in data]
-        else:
-            tasks = await self._get_tasks(sorted(k for k in self.open_tasks if f"{k[0]}/{k[1]}" not in self.running))
+            tasks = [e.data for e in latest.values() if isinstance(e.data, dict) and "metadata" in e.data]
+            return await self._claim_all(tasks, config_as_of=max((e.id for e in latest.values()), default=None))
+        tasks = await self._get_tasks(sorted(k for k in self.open_tasks if f"{k[0]}/{k[1]}" not in self.running))
         return await self._claim_all(tasks)
 
-    async def _claim_all(self, tasks: list[dict]) -> int:
-        """Claim ``tasks`` that are claimable, up to capacity; the claims go out together."""
+    async def _claim_all(self, tasks: list[dict], config_as_of: int | None = None) -> int:
+        """Claim ``tasks`` that are claimable, up to capacity; the claims go out together.
+
+        ``config_as_of``: the store event that made them due; their runs resolve the
+        configuration committed up to it (which the shared cache has mostly synced already)."""
         picked: dict[str, dict] = {}
         for task in tasks:
             key = f'{task["metadata"]["namespace"]}/{task["metadata"]["name"]}'
@@ -233,7 +236,7 @@ class Controller:
                 log.error("claiming task %s failed: %s", key, owned, exc_info=owned)
             elif owned is not None:
                 claimed += 1
-                self._launch(key, owned)
+                self._launch(key, owned, config_as_of)
         return claimed
 
     async def resume_approvals(self, events=None) -> int:
@@ -269,14 +272,15 @@ class Controller:
                 self._launch(key, owned)
         return resumed
 
-    def _launch(self, key: str, owned: dict) -> None:
-        run = asyncio.create_task(self._run_task(owned), name=f"task:{key}")
+    def _launch(self, key: str, owned: dict, config_as_of: int | None = None) -> None:
+        run = asyncio.create_task(self._run_task(owned, config_as_of), name=f"task:{key}")
         self.running[key] = run
         run.add_done_callback(lambda _t, key=key: self.running.pop(key, None))
 
-    async def _run_task(self, task: dict) -> None:
+    async def _run_task(self, task: dict, config_as_of: int | None = None) -> None:
         executor = TaskExecutor(self.store, self.runtime, task, worker=self.worker, lease_s=self.lease_s,
-                                max_parallel_turns=self.max_parallel_turns, mailbox=self.mailbox, reads=self.reads)
+                                max_parallel_turns=self.max_parallel_turns, mailbox=self.mailbox, reads=self.reads,
+                                config_as_of=config_as_of)
         key = f'{task["metadata"]["namespace"]}/{task["metadata"]["name"]}'
         self._executors[key] = executor
         try:

@@ -81,10 +81,13 @@ class TaskExecutor:
 
     def __init__(self, store, runtime: AgentRuntime, task: dict, *, worker: str, lease_s: float = LEASE_S,
                  max_parallel_turns: int | None = None, mailbox: Mailbox | None = None,
-                 reads: CachedReads | None = None):
+                 reads: CachedReads | None = None, config_as_of: int | None = None):
         self.store = store
         self.reads = reads or CachedReads(store, CONFIG_KINDS)
         """Where systems, agents, policies, ... are read; synced before each use (the Controller shares one)."""
+        self.config_as_of = config_as_of
+        """The store event that made this task due: the run resolves the configuration committed up
+        to it (None: up to the run's start)."""
         self.runtime = runtime
         self.task = task
         self.namespace = task["metadata"]["namespace"]
@@ -168,7 +171,7 @@ class TaskExecutor:
                 log.warning("lease renewal of %s failed", self.task_id, exc_info=True)
 
     async def _run(self) -> None:
-        synced = self._sync()
+        synced = self._sync(self.config_as_of)
         try:
             await synced
             self.resolved = await resolve_task(self.reads, self.task)
@@ -219,10 +222,10 @@ class TaskExecutor:
         if not self._succeeded:
             await self.recorder.succeed(self._elapsed_ms())
 
-    def _sync(self) -> asyncio.Future:
+    def _sync(self, after: int | None = None) -> asyncio.Future:
         """A config-cache sync started now, alongside the write that follows (RemoteStore sends
         them in one batch), so the turns that write records wait for no sync of their own."""
-        sync = asyncio.ensure_future(self.reads.sync())
+        sync = asyncio.ensure_future(self.reads.sync(after))
         sync.add_done_callback(_retrieve)  # a turn that never runs never awaits it
         return sync
 

@@ -40,15 +40,18 @@ class CachedReads:
         self._objects: dict[str, dict[tuple[str, str], dict]] = {kind: {} for kind in self.kinds}
         self._cursor: int | None = None  # None: never loaded
         self._known = 0  # the store's last event id as the previous sync read it
+        self._covered = 0  # every event up to this id is applied
         self._started = 0  # syncs begun
         self._done = 0  # syncs finished
         self._running: asyncio.Task | None = None
 
-    async def sync(self) -> None:
-        """Wait until the cache holds everything the store had committed when this was called."""
+    async def sync(self, after: int | None = None) -> None:
+        """Wait until the cache holds everything the store had committed when this was called,
+        or, given a store event id ``after``, everything up to that event (which a sync already
+        under way or done may cover: then there is no wait)."""
         wanted = self._started + 1  # a sync that begins after this call
         for _ in range(1000):  # bounded: each pass waits for one sync to finish
-            if self._done >= wanted:
+            if self._done >= wanted or (after is not None and self._covered >= after):
                 return
             if self._running is None or self._running.done():
                 self._running = asyncio.create_task(self._sync_once())
@@ -97,7 +100,7 @@ class CachedReads:
                 self._take(events, self._known)
                 if len(events) == _PAGE:
                     await self._catch_up(last)
-            self._known = last
+                self._covered, self._known = self._known, last  # these events were read after _known was
         self._done = max(self._done, generation)
 
     async def _reload(self, last: int) -> None:
@@ -116,6 +119,7 @@ class CachedReads:
         self._objects = objects
         self._cursor = last
         await self._catch_up(last)
+        self._covered = self._known = last
 
     async def _catch_up(self, last: int) -> None:
         """Apply this cache's kinds' events up to at least ``last`` (an id read before this call)."""
