@@ -36,7 +36,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import httpx
+import aiohttp  # with ray[default]; a leaner client than httpx: the load generator shares the 2 cores
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -102,11 +102,12 @@ class Tracker:
         return name in self.done
 
 
-async def _watch(http: httpx.AsyncClient, tracker: Tracker, ready: asyncio.Event) -> None:
-    async with http.stream("GET", "/v1/tasks/watch", params={"namespace": NS}, timeout=None) as resp:
+async def _watch(http: aiohttp.ClientSession, tracker: Tracker, ready: asyncio.Event) -> None:
+    async with http.get("/v1/tasks/watch", params={"namespace": NS}, timeout=aiohttp.ClientTimeout()) as resp:
+        resp.raise_for_status()
         ready.set()
-        async for line in resp.aiter_lines():
-            if not line.startswith("data:"):
+        async for line in resp.content:  # one line at a time
+            if not line.startswith(b"data:"):
                 continue
             frame = json.loads(line[5:])
             task = frame.get("resource") or {}
@@ -116,12 +117,13 @@ async def _watch(http: httpx.AsyncClient, tracker: Tracker, ready: asyncio.Event
                 tracker.seen((task.get("metadata") or {}).get("name"), phase, status.get("lastError") or "")
 
 
-async def _expire_lease(http: httpx.AsyncClient, name: str) -> str:
+async def _expire_lease(http: aiohttp.ClientSession, name: str) -> str:
     """Upstream's expired-lease injection: the task looks Running under a crashed owner whose
     lease ran out 15 s ago. Retried on 409 (the supervisor writes too). Returns "" or an error."""
     now = datetime.now(timezone.utc)
     for attempt in range(5):
-        task = (await http.get(f"/v1/tasks/{name}", params={"namespace": NS})).json()
+        async with http.get(f"/v1/tasks/{name}", params={"namespace": NS}) as resp:
+            task = await resp.json()
         status = dict(task.get("status") or {})
         if status.get("phase") in TERMINAL:
             return ""  # finished before the injection landed: nothing to take over
@@ -133,19 +135,21 @@ async def _expire_lease(http: httpx.AsyncClient, name: str) -> str:
                                                  "type": "failure_injection", "worker": CRASHED_OWNER,
                                                  "message": "loadtest: expired lease injected"})
         rv = task["metadata"]["resourceVersion"]
-        resp = await http.put(f"/v1/tasks/{name}/status", params={"namespace": NS},
-                              json={"status": status}, headers={"If-Match": rv})
-        if resp.status_code != 409:
-            return "" if resp.is_success else f"{resp.status_code} {resp.text[:200]}"
+        async with http.put(f"/v1/tasks/{name}/status", params={"namespace": NS},
+                            json={"status": status}, headers={"If-Match": rv}) as resp:
+            if resp.status != 409:
+                return "" if resp.ok else f"{resp.status} {(await resp.text())[:200]}"
         await asyncio.sleep(0.015 * (attempt + 1))
     return "409 conflict 5 times"
 
 
 async def run(server: str, args, memory_probe=None) -> dict:
-    limits = httpx.Limits(max_connections=args.concurrency + 8)
-    async with httpx.AsyncClient(base_url=server, timeout=30, limits=limits) as http:
+    connector = aiohttp.TCPConnector(limit=args.concurrency + 8)
+    async with aiohttp.ClientSession(base_url=server, connector=connector, timeout=aiohttp.ClientTimeout(total=30),
+                                     read_bufsize=1 << 20) as http:  # a watch frame is one line: up to 1 MiB
         for plural, doc in _setup_docs(args.model_latency_ms, args.slow_latency_ms if args.slow_every else 0):
-            (await http.post(f"/v1/{plural}", json=doc)).raise_for_status()
+            async with http.post(f"/v1/{plural}", json=doc) as resp:
+                resp.raise_for_status()
         tracker = Tracker()
         ready = asyncio.Event()
         watcher = asyncio.create_task(_watch(http, tracker, ready))
@@ -171,10 +175,11 @@ async def run(server: str, args, memory_probe=None) -> dict:
                     "spec": {"system": system, "input": {"topic": f"load {i}"}}}
             async with slots:
                 posted = time.monotonic()
-                resp = await http.post("/v1/tasks", json=body)
+                async with http.post("/v1/tasks", json=body) as resp:
+                    error = "" if resp.ok else f"{name}: {resp.status} {(await resp.text())[:200]}"
                 http_ms["post"].append((time.monotonic() - posted) * 1000)
-                if not resp.is_success:
-                    create_errors.append(f"{name}: {resp.status_code} {resp.text[:200]}")
+                if error:
+                    create_errors.append(error)
                     return
                 created[name] = time.monotonic()
                 kinds[name] = kind
@@ -185,7 +190,8 @@ async def run(server: str, args, memory_probe=None) -> dict:
                         injection_errors.append(f"{name}: {error}")
                 if await tracker.wait(name, args.timeout) and not args.keep:
                     deleting = time.monotonic()
-                    await http.delete(f"/v1/tasks/{name}", params={"namespace": NS})
+                    async with http.delete(f"/v1/tasks/{name}", params={"namespace": NS}) as resp:
+                        await resp.read()
                     http_ms["delete"].append((time.monotonic() - deleting) * 1000)
                 finished += 1
                 if marks and finished >= marks[0]:
