@@ -368,6 +368,9 @@ ROLES = (("StoreHost", "store"), ("Supervisor", "supervisor"), ("AgentActor", "a
          ("ServeController", "serve_controller"))
 """Ray worker process titles by role; ``serve_proxy`` also counts HAProxy itself (the ingress's
 processes: the Python proxy actor, or HAProxy and the actor that manages it)."""
+RAY_SYSTEM = ("/gcs_server", "/raylet", "/ray/dashboard/", "/log_monitor.py", "/autoscaler/_private/monitor.py",
+              "/runtime_env/agent/main.py")
+"""Ray's own processes (``ray_system``): counted in CPU, listed apart from the memory total."""
 
 
 def ray_processes() -> dict[str, dict[str, float]]:
@@ -376,17 +379,21 @@ def ray_processes() -> dict[str, dict[str, float]]:
     tick = os.sysconf("SC_CLK_TCK")
     out = {role: {"rss_mib": 0.0, "cpu_s": 0.0} for _, role in ROLES}
     out["driver"] = {"rss_mib": 0.0, "cpu_s": 0.0}
+    out["ray_system"] = {"rss_mib": 0.0, "cpu_s": 0.0}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
-            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            title = argv[0].decode(errors="replace")
             if int(pid) == os.getpid():
                 role = "driver"
             elif title.startswith("ray::"):
                 role = next((r for cls, r in ROLES if title[5:].startswith(cls)), None)
             elif title.rsplit("/", 1)[-1] == "haproxy":
                 role = "serve_proxy"
+            elif any(part in arg.decode(errors="replace") for arg in argv[:3] for part in RAY_SYSTEM):
+                role = "ray_system"
             else:
                 role = None
             if role is None:
@@ -419,9 +426,10 @@ def per_task(before: dict, after: dict, tasks: int) -> dict:
 
 
 def ray_rss_mib() -> dict:
-    """Resident memory (MiB) of the Ray processes involved, by role, and their total."""
+    """Resident memory (MiB) of the Ray processes involved, by role, and the total of orloj-ray's
+    (``ray_system``, Ray's own processes, is listed apart)."""
     out = {role: round(v["rss_mib"], 1) for role, v in ray_processes().items() if role != "driver"}
-    out["total"] = round(sum(out.values()), 1)
+    out["total"] = round(sum(v for role, v in out.items() if role != "ray_system"), 1)
     return out
 
 
