@@ -5,10 +5,10 @@ endpoints, tools, roles, policies, permissions, approvals). Those objects change
 the engine reads them here instead of asking the store each time, as a Kubernetes informer does.
 
 Freshness is explicit: ``sync()`` returns once everything the store had committed when it was
-called is in the cache. A caller that syncs before reading sees what a direct read would have
-seen then, so a policy applied before a turn starts governs that turn. Concurrent callers
-share syncs (one in flight at a time), which is what makes this cheaper than reading: under
-load one sync serves every turn that started while the previous one ran.
+called is in the cache, so a caller that syncs before reading sees what a direct read would
+have seen then; ``sync(after=id)`` asks only for everything up to a known store event, which
+a recent sync may already hold. Concurrent callers share syncs (one in flight at a time),
+which is what makes this cheaper than reading: under load one sync serves many turns.
 
 Kinds whose events are redacted (``Secret``) must not be cached: their events mask values.
 """
