@@ -220,7 +220,8 @@ class Controller:
         """Claim ``tasks`` that are claimable, up to capacity; the claims go out together.
 
         ``config_as_of``: the store event that made them due; their runs resolve the
-        configuration committed up to it (which the shared cache has mostly synced already)."""
+        configuration committed up to it, synced into the cache (when it is not there yet)
+        while the claims are out."""
         picked: dict[str, dict] = {}
         for task in tasks:
             key = f'{task["metadata"]["namespace"]}/{task["metadata"]["name"]}'
@@ -228,6 +229,9 @@ class Controller:
                     or not claimable(task, self.worker)):
                 continue
             picked[key] = task
+        if not picked:
+            return 0
+        synced = None if config_as_of is None else self.reads.sync_soon(after=config_as_of)
         results = await asyncio.gather(*(claim(self.store, task, self.worker, lease_s=self.lease_s)
                                          for task in picked.values()), return_exceptions=True)
         claimed = 0
@@ -236,7 +240,7 @@ class Controller:
                 log.error("claiming task %s failed: %s", key, owned, exc_info=owned)
             elif owned is not None:
                 claimed += 1
-                self._launch(key, owned, config_as_of)
+                self._launch(key, owned, synced)
         return claimed
 
     async def resume_approvals(self, events=None) -> int:
@@ -272,15 +276,15 @@ class Controller:
                 self._launch(key, owned)
         return resumed
 
-    def _launch(self, key: str, owned: dict, config_as_of: int | None = None) -> None:
-        run = asyncio.create_task(self._run_task(owned, config_as_of), name=f"task:{key}")
+    def _launch(self, key: str, owned: dict, synced: asyncio.Future | None = None) -> None:
+        run = asyncio.create_task(self._run_task(owned, synced), name=f"task:{key}")
         self.running[key] = run
         run.add_done_callback(lambda _t, key=key: self.running.pop(key, None))
 
-    async def _run_task(self, task: dict, config_as_of: int | None = None) -> None:
+    async def _run_task(self, task: dict, synced: asyncio.Future | None = None) -> None:
         executor = TaskExecutor(self.store, self.runtime, task, worker=self.worker, lease_s=self.lease_s,
                                 max_parallel_turns=self.max_parallel_turns, mailbox=self.mailbox, reads=self.reads,
-                                config_as_of=config_as_of)
+                                synced=synced)
         key = f'{task["metadata"]["namespace"]}/{task["metadata"]["name"]}'
         self._executors[key] = executor
         try:

@@ -63,11 +63,6 @@ class TaskFailed(Exception):
         self.phase = phase
 
 
-def _retrieve(future: asyncio.Future) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
 def _spawn(group: asyncio.TaskGroup, coro) -> None:
     """Start a delivery, unless the group is already failing (then the task is ending anyway)."""
     try:
@@ -81,13 +76,13 @@ class TaskExecutor:
 
     def __init__(self, store, runtime: AgentRuntime, task: dict, *, worker: str, lease_s: float = LEASE_S,
                  max_parallel_turns: int | None = None, mailbox: Mailbox | None = None,
-                 reads: CachedReads | None = None, config_as_of: int | None = None):
+                 reads: CachedReads | None = None, synced: asyncio.Future | None = None):
         self.store = store
         self.reads = reads or CachedReads(store, CONFIG_KINDS)
         """Where systems, agents, policies, ... are read; synced before each use (the Controller shares one)."""
-        self.config_as_of = config_as_of
-        """The store event that made this task due: the run resolves the configuration committed up
-        to it (None: up to the run's start)."""
+        self._config = synced
+        """The sync of the configuration this run resolves, started with the claim (None: one
+        when the run starts)."""
         self.runtime = runtime
         self.task = task
         self.namespace = task["metadata"]["namespace"]
@@ -109,8 +104,8 @@ class TaskExecutor:
         self._finished: set[str] = set()
         self._changed = asyncio.Event()
         self._syncs: dict[str, asyncio.Future] = {}
-        """The config-cache sync made with the write that recorded a message: its first turn is
-        governed by what that sync saw instead of waiting for a sync of its own."""
+        """The config-cache sync started with the write that recorded a message (``sync_soon``):
+        its first turn is governed by what that sync saw instead of waiting for one of its own."""
         self._marked_running: set[str] = set()
         """Messages recorded as Running by the write that created them: their first delivery writes nothing more."""
         self._succeeded = False
@@ -171,7 +166,7 @@ class TaskExecutor:
                 log.warning("lease renewal of %s failed", self.task_id, exc_info=True)
 
     async def _run(self) -> None:
-        synced = self._sync(self.config_as_of)
+        synced = self._config or self.reads.sync_soon()
         try:
             await synced
             self.resolved = await resolve_task(self.reads, self.task)
@@ -221,13 +216,6 @@ class TaskExecutor:
             return
         if not self._succeeded:
             await self.recorder.succeed(self._elapsed_ms())
-
-    def _sync(self, after: int | None = None) -> asyncio.Future:
-        """A config-cache sync started now, alongside the write that follows (RemoteStore sends
-        them in one batch), so the turns that write records wait for no sync of their own."""
-        sync = asyncio.ensure_future(self.reads.sync(after))
-        sync.add_done_callback(_retrieve)  # a turn that never runs never awaits it
-        return sync
 
     def _elapsed_ms(self) -> int:
         return int((time.monotonic() - self._started) * 1000)
@@ -421,8 +409,8 @@ class TaskExecutor:
             for i, target in enumerate(targets)
         ]
         last = not children and self._is_last(env.message_id)
-        if children:
-            synced = self._sync()
+        if children:  # their turns are governed by what was committed before this write
+            synced = self.reads.sync_soon()
             self._syncs.update((child.message_id, synced) for child in children)
         await self.recorder.turn_done(env, inbox, result, children, running=self._mark_running(children),
                                       max_attempts=self._max_attempts(),

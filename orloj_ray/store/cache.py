@@ -58,6 +58,14 @@ class CachedReads:
             await asyncio.shield(self._running)
         raise RuntimeError("CachedReads.sync did not converge")
 
+    def sync_soon(self, after: int | None = None) -> asyncio.Future:
+        """``sync(after)`` started now, as a future. Started just before a store call, its store
+        calls leave in the same RemoteStore batch, so a caller that needs both waits for one
+        round trip, not two. A failure nobody awaits is not reported as unretrieved."""
+        sync = asyncio.ensure_future(self.sync(after))
+        sync.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return sync
+
     async def get(self, kind: str, namespace: str, name: str) -> dict:
         if kind not in self.kinds:
             return await self.store.get(kind, namespace, name)
