@@ -59,9 +59,9 @@ class CachedReads:
         raise RuntimeError("CachedReads.sync did not converge")
 
     def sync_soon(self, after: int | None = None) -> asyncio.Future:
-        """``sync(after)`` started now, as a future. Started just before a store call, its store
-        calls leave in the same RemoteStore batch, so a caller that needs both waits for one
-        round trip, not two. A failure nobody awaits is not reported as unretrieved."""
+        """``sync(after)`` started now, as a future: started with a store call, it runs while
+        that call is out, so a caller that needs both waits less than for one after the other.
+        A failure nobody awaits is not reported as unretrieved."""
         sync = asyncio.ensure_future(self.sync(after))
         sync.add_done_callback(lambda done: done.cancelled() or done.exception())
         return sync
