@@ -98,14 +98,23 @@ def _coalesce(events: list[Event]) -> list[Event]:
     return keep
 
 
+def _rest(obj: dict) -> dict:
+    """What a status write leaves unchanged and its event lacks: everything but metadata and status."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+def _with_status(rest: dict, data: dict) -> dict:
+    """The object: its unchanged ``rest`` with a status event's metadata and status."""
+    return {**rest, "metadata": data["metadata"], "status": data.get("status") or {}}
+
+
 def _with_spec(status: Event, earlier: Event) -> Event:
     """``status`` (a status write) completed with the spec of an ``earlier`` write of the object."""
     data, body = status.data, earlier.data
     if (status.type != "resource.status" or not isinstance(data, dict) or "spec" in data or "metadata" not in data
             or not isinstance(body, dict) or "spec" not in body):
         return status
-    rest = {k: v for k, v in body.items() if k not in ("metadata", "status")}
-    return replace(status, data={**rest, "metadata": data["metadata"], "status": data.get("status") or {}})
+    return replace(status, data=_with_status(_rest(body), data))
 
 
 async def _follow(request: Request, store, cursor: int, settings: StreamSettings,
@@ -155,7 +164,7 @@ def _register_watch(app: FastAPI, store, info: KindInfo, settings: StreamSetting
 
             def emit(obj: dict) -> bytes | None:
                 key = _key(obj)
-                bodies[key] = {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+                bodies[key] = _rest(obj)
                 rv = _rv(obj["metadata"].get("resourceVersion"))
                 previous = seen.get(key)
                 if previous is not None and rv <= previous:
@@ -184,7 +193,7 @@ def _register_watch(app: FastAPI, store, info: KindInfo, settings: StreamSetting
                 has_spec = isinstance(data, dict) and "spec" in data  # also a status write _coalesce completed
                 if (event.type == "resource.status" and not has_spec and key in bodies and isinstance(data, dict)
                         and "metadata" in data):  # the status write itself + the object's unchanged rest
-                    data = {**bodies[key], "metadata": data["metadata"], "status": data.get("status") or {}}
+                    data = _with_status(bodies[key], data)
                 elif not has_spec:
                     try:
                         data = await store.get(kind, key[0], key[1])

@@ -80,7 +80,7 @@ class TaskExecutor:
         self.store = store
         self.reads = reads or CachedReads(store, CONFIG_KINDS)
         """Where systems, agents, policies, ... are read; synced before each use (the Controller shares one)."""
-        self._config = synced
+        self._claim_sync = synced
         """The sync of the configuration this run resolves, started with the claim (None: one
         when the run starts)."""
         self.runtime = runtime
@@ -166,7 +166,7 @@ class TaskExecutor:
                 log.warning("lease renewal of %s failed", self.task_id, exc_info=True)
 
     async def _run(self) -> None:
-        synced = self._config or self.reads.sync_soon()
+        synced = self._claim_sync or self.reads.sync_soon()
         try:
             await synced
             self.resolved = await resolve_task(self.reads, self.task)
