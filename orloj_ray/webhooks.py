@@ -25,8 +25,6 @@ expiry are replaced on the next delivery of that event and pruned once a minute.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import logging
@@ -36,6 +34,7 @@ from datetime import datetime, timedelta, timezone
 
 from orloj_ray.errors import Conflict, InvalidResource, NotFound, OrlojError
 from orloj_ray.resources import normalize
+from orloj_ray.secrets import FIRST_KEY, resolve_secret_bytes
 from orloj_ray.store.base import Event
 from orloj_ray.store.util import clone, rfc3339nano, utcnow
 
@@ -172,24 +171,12 @@ def verify_signature(spec: Mapping, headers: Mapping[str, str], body: bytes, sec
 
 
 async def resolve_secret(store, hook: dict) -> bytes:
-    """The first value (keys sorted) of the referenced Secret, base64-decoded."""
+    """The HMAC key: the referenced Secret's first value (keys sorted), through the one resolver."""
     meta, ref = hook["metadata"], str(((hook.get("spec") or {}).get("auth") or {}).get("secret_ref") or "")
-    ns, name = split_ref(meta.get("namespace") or "default", ref)
     try:
-        secret = await store.get("Secret", ns, name)
-    except NotFound:
-        raise ValueError(f'secret "{ref}" not found') from None
-    data = (secret.get("spec") or {}).get("data") or {}
-    if not data:
-        raise ValueError(f'secret "{ref}" has no data')
-    encoded = str(data[sorted(data)[0]]).strip()
-    try:
-        decoded = base64.b64decode(encoded.replace("\r", "").replace("\n", ""), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError(f'secret "{ref}" value must be base64') from None
-    if not decoded:
-        raise ValueError(f'secret "{ref}" decoded value is empty')
-    return decoded
+        return await resolve_secret_bytes(store, meta.get("namespace") or "default", ref, default_key=FIRST_KEY)
+    except LookupError as exc:
+        raise ValueError(str(exc)) from None
 
 
 # ------------------------------------------------------------------------------------- dedupe

@@ -18,7 +18,7 @@ import logging
 from datetime import datetime, timezone
 
 from orloj_ray.engine.owned import upsert_generated
-from orloj_ray.engine.resolve import resolve_secret
+from orloj_ray.secrets import resolve_secret
 from orloj_ray.errors import Conflict, NotFound, OrlojError
 from orloj_ray.mcp import McpCallError, McpConfigError, McpConnection, McpToolInfo, connection_from_server, open_session
 from orloj_ray.resources import API_VERSION, normalize

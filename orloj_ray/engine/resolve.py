@@ -6,9 +6,6 @@ failed task tells the user everything to fix at once.
 
 from __future__ import annotations
 
-import base64
-import os
-import re
 from dataclasses import dataclass, field
 
 from orloj_ray.errors import NotFound
@@ -17,6 +14,7 @@ from orloj_ray.graph import Graph, GraphError
 from orloj_ray.mcp import MCP_CONNECTION_KEY, McpConfigError, connection_from_server
 from orloj_ray.memory import MemoryBackendError, MemoryRef, memory_ref, memory_tools
 from orloj_ray.resources import agent_tool_names
+from orloj_ray.secrets import resolve_secret
 from orloj_ray.store import Store
 from orloj_ray.tools import ToolError, resolve_auth, with_auth
 
@@ -60,23 +58,6 @@ async def _get(store: Store, kind: str, namespace: str, name: str) -> dict | Non
         return await store.get(kind, namespace, name)
     except NotFound:
         return None
-
-
-async def resolve_secret(store: Store, namespace: str, ref: str) -> str:
-    """``name``, ``ns/name`` or ``name:key`` (default key ``value``), then ``ORLOJ_SECRET_<NAME>``."""
-    key = "value"
-    if ":" in ref:
-        ref, key = ref.rsplit(":", 1)
-    ns, name = _split_ref(ref, namespace)
-    secret = await _get(store, "Secret", ns, name)
-    data = ((secret or {}).get("spec") or {}).get("data") or {}
-    if data.get(key):
-        return base64.b64decode(data[key]).decode().strip()
-    normalized = re.sub(r"[^A-Za-z0-9]", "_", name).upper()
-    for env in (ref, normalized, f"ORLOJ_SECRET_{normalized}"):
-        if os.environ.get(env):
-            return os.environ[env].strip()
-    raise LookupError(f'secret "{ns}/{name}" key "{key}" not found (apply a Secret or set ORLOJ_SECRET_{normalized})')
 
 
 async def default_endpoint(store: Store, namespace: str) -> dict | None:
