@@ -243,3 +243,55 @@ class RemoteStore:
 
     async def list_audit(self, namespace: str | None = None, **filters) -> list[dict]:
         return await self._call("list_audit", namespace, **filters)
+
+
+class _OpenedOnFirstUse:
+    """A PostgresStore of this process, connected on its first call: actors build their store
+    in a synchronous constructor; the pool opens (and migrates, under an advisory lock) later."""
+
+    def __init__(self, url: str):
+        from orloj_ray.store.postgres import PostgresStore  # psycopg only where PostgreSQL is used
+
+        self._new = lambda: PostgresStore(url)
+        self._store = self._new()
+        self._opening: asyncio.Lock | None = None
+        self._open = False
+
+    async def _opened(self):
+        if not self._open:
+            self._opening = self._opening or asyncio.Lock()
+            async with self._opening:
+                if not self._open:
+                    try:
+                        await self._store.open()
+                    except BaseException:
+                        self._store = self._new()  # a failed open closes its pool: the next call starts afresh
+                        raise
+                    self._open = True
+        return self._store
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._store, name)
+        if not asyncio.iscoroutinefunction(attr) or name in ("open", "close"):
+            return attr
+
+        async def call(*args, **kwargs):
+            return await getattr(await self._opened(), name)(*args, **kwargs)
+
+        return call
+
+    async def close(self) -> None:
+        if self._open:
+            await self._store.close()
+
+
+def process_store(config: ServerConfig):
+    """The Store for one process of the control plane (a supervisor, an API replica, the pool).
+
+    ``memory``: the StoreHost actor through ``RemoteStore`` (the data lives there; one process is
+    the embedded default's ceiling). ``postgres``: a connection pool of this process's own, with
+    its own LISTEN connection, so no single store process sits on every hop of every task.
+    """
+    if config.store == "postgres":
+        return _OpenedOnFirstUse(config.database_url)
+    return RemoteStore()

@@ -1,7 +1,8 @@
 """Deploy and remove the orloj-ray control plane on a Ray cluster this process is attached to.
 
-``deploy`` starts the StoreHost, the Supervisor and the Serve API; ``undeploy`` removes
-exactly those (and the agent actors), so joining a shared cluster leaves everything else alone.
+``deploy`` starts the StoreHost (the in-memory store), the agent pool, the supervisors and the
+Serve API; ``undeploy`` removes exactly those and the agent actors (every actor in the Ray
+namespace ``orloj``), so joining a shared cluster leaves everything else alone.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import httpx
 import ray
 from ray import serve
 
-from actors import AGENT_PREFIX, RAY_NAMESPACE, STORE_ACTOR, SUPERVISOR_ACTOR
+from actors import AGENT_PREFIX, POOL_ACTOR, RAY_NAMESPACE, STORE_ACTOR, SUPERVISOR_PREFIX
+from actors.agent_pool import start_agent_pool
 from actors.store_host import start_store_host
-from actors.supervisor import start_supervisor
+from actors.supervisor import start_supervisors, supervisor_handles
 from orloj_ray.config import ServerConfig
 from serve.deployment import APP_NAME, deploy_api
 
@@ -33,8 +35,10 @@ def deploy(*, host: str = "127.0.0.1", port: int = 8080, cluster: dict | None = 
     if config is None:
         config = ServerConfig.from_env(mode=cluster.get("mode"))
     cluster.update(store=config.store, log=config.log, mode=config.mode, config=config.describe())
-    start_store_host(config)
-    start_supervisor(config)
+    if config.store == "memory":  # with PostgreSQL every process has its own connection pool
+        start_store_host(config)
+    start_agent_pool(config)
+    start_supervisors(config)
     deploy_api(cluster, config, host=host, port=port)
     url = f"http://{host}:{port}"
     deadline = time.monotonic() + healthz_timeout_s
@@ -50,35 +54,30 @@ def deploy(*, host: str = "127.0.0.1", port: int = 8080, cluster: dict | None = 
 
 
 def _orloj_actor_names() -> list[str]:
-    from ray.util.state import list_actors
-
-    try:
-        actors = list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
-        return [a.name for a in actors if a.name and a.ray_namespace == RAY_NAMESPACE]
-    except Exception:  # the state API needs the dashboard; fall back to the names we know
-        return [SUPERVISOR_ACTOR, STORE_ACTOR]
+    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == RAY_NAMESPACE]
 
 
 def undeploy(*, drain_timeout_s: float = 30.0) -> None:
-    """Remove the API app and every orloj actor (supervisor first, store last).
+    """Remove the API app and every orloj actor (supervisors first, store last).
 
-    The supervisor drains first: running turns finish and are recorded, no new turn starts,
+    The supervisors drain first: running turns finish and are recorded, no new turn starts,
     and leases are released, so a control plane started later resumes every task at once.
     """
+    supervisors = supervisor_handles()
     try:
-        supervisor = ray.get_actor(SUPERVISOR_ACTOR, namespace=RAY_NAMESPACE)
-        result = ray.get(supervisor.stop.remote(drain_timeout_s), timeout=drain_timeout_s + 20)
-        log.info("supervisor drained %s running task(s)", result.get("drained_tasks", 0))
-    except ValueError:
-        pass  # not running
+        results = ray.get([s.stop.remote(drain_timeout_s) for s in supervisors], timeout=drain_timeout_s + 20)
+        log.info("supervisors drained %s running task(s)", sum(r.get("drained_tasks", 0) for r in results))
     except Exception:
-        log.warning("the supervisor did not drain cleanly; its leases will expire instead", exc_info=True)
+        log.warning("a supervisor did not drain cleanly; its leases will expire instead", exc_info=True)
     try:
         serve.delete(APP_NAME)
     except Exception:
         log.warning("could not delete the Serve app %s", APP_NAME, exc_info=True)
     names = _orloj_actor_names()
-    ordered = [SUPERVISOR_ACTOR] + sorted(n for n in names if n.startswith(AGENT_PREFIX)) + [STORE_ACTOR]
+    ordered = (sorted(n for n in names if n.startswith(SUPERVISOR_PREFIX)) + [POOL_ACTOR]
+               + sorted(n for n in names if n.startswith(AGENT_PREFIX + ":"))
+               + sorted(n for n in names if n not in (STORE_ACTOR, POOL_ACTOR) and not n.startswith(
+                   (SUPERVISOR_PREFIX, AGENT_PREFIX + ":"))) + [STORE_ACTOR])
     for name in ordered:
         try:
             ray.kill(ray.get_actor(name, namespace=RAY_NAMESPACE), no_restart=True)

@@ -36,7 +36,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m cluster.up", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--address", default=None, help="join this Ray cluster instead of starting one ('auto' finds it)")
+    p.add_argument("--address", default=None,
+                   help="join this Ray cluster instead of starting one ('auto' finds it); 'local' starts a new "
+                        "one even beside another Ray cluster on this machine")
     p.add_argument("--state-file", default=None)
     p.add_argument("--dashboard-port", type=int, default=8265)
     p.add_argument("--no-dashboard", action="store_true")
@@ -49,6 +51,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--task-retention", default=None, help="keep finished tasks' history this long; env ORLOJ_TASK_RETENTION")
     p.add_argument("--tool-allowed-networks", default=None, help="CIDRs; env ORLOJ_TOOL_ALLOWED_NETWORKS")
     p.add_argument("--auth-mode", default=None, help="off or token; env ORLOJ_AUTH_MODE")
+    p.add_argument("--supervisors", default=None, help="supervisor actors sharing the tasks; env ORLOJ_SUPERVISORS")
+    p.add_argument("--agent-idle-ttl", default=None,
+                   help="reclaim an agent actor idle this long (0 = never, default 10m); env ORLOJ_AGENT_IDLE_TTL")
+    p.add_argument("--max-agent-actors", default=None,
+                   help="live agent actors per node (default from node memory); env ORLOJ_MAX_AGENT_ACTORS")
     return p.parse_args(argv)
 
 
@@ -65,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         config = ServerConfig.from_env(mode=args.mode, store=args.store, database_url=args.database_url,
                                        log=args.log_backend, nats_url=args.nats_url,
                                        nats_monitor_url=args.nats_monitor_url, task_retention=args.task_retention,
-                                       tool_allowed_networks=args.tool_allowed_networks, auth_mode=args.auth_mode)
+                                       tool_allowed_networks=args.tool_allowed_networks, auth_mode=args.auth_mode,
+                                       supervisors=args.supervisors, agent_idle_ttl=args.agent_idle_ttl,
+                                       max_agent_actors=args.max_agent_actors)
         config = resolve_auth_mode(config, args.host)  # refuse an open API beyond loopback before starting anything
     except ConfigError as exc:
         log.error("%s", exc)
@@ -94,15 +103,15 @@ def _serve(args: argparse.Namespace, config: ServerConfig, log: logging.Logger) 
 
     from cluster.local import deploy, undeploy
 
-    started_ray = args.address is None
+    started_ray = args.address in (None, "local")
     if started_ray:
-        existing = _existing_local_cluster()
+        existing = _existing_local_cluster() if args.address is None else None
         if existing:
             log.error("a Ray cluster is already running on this machine (GCS %s). Join it with "
                       "'orloj up --address auto', or stop it first.", existing)
             return 1
         info = ray.init(
-            namespace="orloj", include_dashboard=not args.no_dashboard, dashboard_host="127.0.0.1",
+            address="local", namespace="orloj", include_dashboard=not args.no_dashboard, dashboard_host="127.0.0.1",
             dashboard_port=args.dashboard_port, logging_level="warning", log_to_driver=False,
             _node_ip_address="127.0.0.1",
         )

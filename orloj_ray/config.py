@@ -35,7 +35,11 @@ _ENV = {
     "task_retention": "ORLOJ_TASK_RETENTION",
     "auth_mode": "ORLOJ_AUTH_MODE",
     "api_tokens": "ORLOJ_API_TOKENS",
+    "agent_idle_ttl": "ORLOJ_AGENT_IDLE_TTL",
+    "max_agent_actors": "ORLOJ_MAX_AGENT_ACTORS",
+    "supervisors": "ORLOJ_SUPERVISORS",
 }
+_INT_FIELDS = ("max_agent_actors", "supervisors")
 _SECRET_FIELDS = ("api_tokens",)
 
 
@@ -74,6 +78,13 @@ class ServerConfig:
     """``off`` or ``token``; empty: ``off`` when the API binds loopback, else ``token``."""
     api_tokens: str = field(default="", repr=False)
     """``token:role,token:role`` for ``auth_mode: token`` (roles: reader, writer, controller, admin)."""
+    agent_idle_ttl: str = "10m"
+    """An agent actor idle this long is reclaimed (the agent scales to zero; its next turn starts
+    one again); ``0`` = never. A duration. ``orloj_ray.engine.fleet``."""
+    max_agent_actors: int = 0
+    """Live agent actors per Ray node; 0 = derived from the node's memory (``fleet.default_cap``)."""
+    supervisors: int = 1
+    """Supervisor actors (``orloj:supervisor:<i>``), each claiming a share of the tasks."""
 
     def __post_init__(self) -> None:
         _check("mode", self.mode, MODES)
@@ -86,6 +97,16 @@ class ServerConfig:
         except ValueError as exc:
             raise ConfigError(f'invalid task retention "{self.task_retention}": {exc} '
                               f"(ORLOJ_TASK_RETENTION; e.g. 168h, 0 keeps forever)") from None
+        try:
+            parse_idle_ttl(self.agent_idle_ttl)
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (--agent-idle-ttl, or ORLOJ_AGENT_IDLE_TTL; e.g. 10m, 0 = never)") from None
+        if not isinstance(self.max_agent_actors, int) or not 0 <= self.max_agent_actors <= 100_000:
+            raise ConfigError(f"max agent actors must be a whole number >= 0 (0 = derived from node memory), "
+                              f"got {self.max_agent_actors!r} (--max-agent-actors, or ORLOJ_MAX_AGENT_ACTORS)")
+        if not isinstance(self.supervisors, int) or not 1 <= self.supervisors <= 64:
+            raise ConfigError(f"supervisors must be a whole number from 1 to 64, got {self.supervisors!r} "
+                              "(--supervisors, or ORLOJ_SUPERVISORS)")
         if self.store == "postgres" and not self.database_url:
             raise ConfigError("store postgres needs a database URL: --database-url or ORLOJ_DATABASE_URL")
         for net in self.tool_allowed_networks:
@@ -117,6 +138,14 @@ class ServerConfig:
         for key in ("mode", "store", "log", "auth_mode"):
             if key in values and isinstance(values[key], str):
                 values[key] = values[key].strip().lower()
+        for key in _INT_FIELDS:
+            if isinstance(values.get(key), str):
+                try:
+                    values[key] = int(values[key].strip())
+                except ValueError:
+                    flag = "--" + key.replace("_", "-")
+                    raise ConfigError(f"{key.replace('_', ' ')} must be a whole number, got {values[key]!r} "
+                                      f"({flag}, or {_ENV[key]})") from None
         for key in ("tool_allowed_networks", "tool_exec_paths"):
             items = values.get(key)
             if isinstance(items, str):
@@ -153,6 +182,22 @@ class ServerConfig:
         data["tool_allowed_networks"] = list(self.tool_allowed_networks)
         data["tool_exec_paths"] = list(self.tool_exec_paths)
         return data
+
+
+def parse_idle_ttl(value: str | float | None) -> float:
+    """``10m``, ``90s``, ``0`` (never) or a number of seconds -> seconds (``--agent-idle-ttl``)."""
+    if value is None or value == "":
+        return 600.0
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        from orloj_ray.resources.durations import parse_duration
+
+        text = str(value).strip()
+        seconds = float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text).total_seconds()
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"agent idle TTL must be a duration >= 0, got {value!r}")
+    return seconds
 
 
 def mask_url(url: str) -> str:

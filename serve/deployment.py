@@ -13,7 +13,7 @@ import ray
 from ray import serve
 
 from actors.memory_host import RemoteMemoryService
-from actors.store_host import RemoteStore
+from actors.store_host import process_store
 from orloj_ray.config import ServerConfig
 from serve.app import create_app
 from serve.auth import Authenticator, resolve_auth_mode
@@ -35,6 +35,18 @@ def _nodes() -> list[dict]:
     return out
 
 
+async def _fleet() -> dict:
+    """The agent pool's view: the idle TTL and, per node, the actor cap and live actors."""
+    from actors import POOL_ACTOR, RAY_NAMESPACE
+
+    try:
+        info = await asyncio.wait_for(ray.get_actor(POOL_ACTOR, namespace=RAY_NAMESPACE).info.remote(), 5.0)
+    except Exception as exc:  # noqa: BLE001 - the pool may be restarting; say so rather than fail
+        return {"error": f"agent pool unavailable: {type(exc).__name__}"}
+    info.pop("actors", None)
+    return info
+
+
 @serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, ray_actor_options={"num_cpus": 0})
 @serve.ingress()
 class OrlojApi:
@@ -45,6 +57,8 @@ class OrlojApi:
     async def runtime_info(self) -> dict:
         nodes = await asyncio.to_thread(_nodes)
         return {
+            "agents": await _fleet(),
+            "supervisors": self._config.supervisors,
             "ray": {"address": self._cluster.get("ray_address", ""),
                     "dashboard_url": self._cluster.get("dashboard_url", ""), "nodes": nodes},
             "store": self._cluster.get("store", "memory"),
@@ -56,7 +70,7 @@ class OrlojApi:
         }
 
     def __serve_build_asgi_app__(self):
-        app = create_app(RemoteStore(), runtime_info=self.runtime_info,
+        app = create_app(process_store(self._config), runtime_info=self.runtime_info,
                          auth=Authenticator.from_config(self._config))
         app.state.memory = RemoteMemoryService()  # the memory host agent actors write to
         return app

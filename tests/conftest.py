@@ -2,11 +2,16 @@
 
 Starting Ray costs seconds and every actor is a process, so the whole suite shares one
 cluster (its own temp dir, dashboard off) and one Serve deployment on a free loopback port.
+
+A module marked ``pytestmark = pytest.mark.own_process`` (it starts a Ray cluster of its own,
+or needs none on the machine) runs in a pytest process of its own, before everything else:
+the suite runs in any order and by any file selection, with no module relying on its name.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -83,3 +88,62 @@ def cli_env(orloj_api):
     env["ORLOJ_SERVER"] = orloj_api
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return env
+
+
+OWN_PROCESS_CHILD = "ORLOJ_TEST_OWN_PROCESS"
+"""Set in a child pytest process started for an ``own_process`` module."""
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "own_process: runs in a pytest process of its own, before the rest of the "
+                                       "suite (it starts a Ray cluster of its own, or needs none on the machine)")
+
+
+class OwnProcessModule(pytest.Item):
+    """The selected tests of one ``own_process`` module, run by ``python -m pytest`` in a child."""
+
+    def __init__(self, *, node_ids: list[str], **kwargs):
+        super().__init__(**kwargs)
+        self.node_ids = node_ids
+        self.output = ""
+
+    def runtest(self) -> None:
+        env = {**os.environ, OWN_PROCESS_CHILD: "1"}
+        res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                              *self.node_ids], cwd=REPO, env=env, capture_output=True, text=True, timeout=3000)
+        self.output = res.stdout + res.stderr
+        lines = [line for line in res.stdout.splitlines() if line.strip()]
+        if lines:
+            self.add_report_section("call", "summary", lines[-1])
+        if res.returncode != 0:
+            raise OwnProcessFailed(self.output)
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, OwnProcessFailed):
+            return f"the module's own pytest process failed:\n{excinfo.value.args[0][-12000:]}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, None, f"{self.name} (own process: {len(self.node_ids)} tests)"
+
+
+class OwnProcessFailed(Exception):
+    pass
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session, config, items):
+    """Each ``own_process`` module becomes one item that runs it in a child process, placed first."""
+    if os.environ.get(OWN_PROCESS_CHILD):
+        return
+    modules: dict[Path, list[pytest.Item]] = {}
+    rest = []
+    for item in items:
+        if item.get_closest_marker("own_process"):
+            modules.setdefault(Path(item.path), []).append(item)
+        else:
+            rest.append(item)
+    own = [OwnProcessModule.from_parent(selected[0].getparent(pytest.Module), name=path.stem,
+                                        node_ids=[i.nodeid for i in selected])
+           for path, selected in sorted(modules.items())]
+    items[:] = own + rest

@@ -12,18 +12,10 @@ import httpx
 import pytest
 
 from orloj_ray.resources import kind_info
-from tests_support import wait_for_phase
+from tests_support import apply_all, wait_for_phase
 
 CONFORMANCE = Path(__file__).resolve().parent / "conformance"
 pytestmark = pytest.mark.slow
-
-
-def apply_all(http: httpx.Client, ns: str, docs: list[dict]) -> None:
-    """POST each doc into ``ns``; every one must answer 201."""
-    for doc in docs:
-        doc["metadata"]["namespace"] = ns
-        resp = http.post(f"/v1/{kind_info(doc['kind']).plural}", json={"apiVersion": "orloj.dev/v1", **doc})
-        assert resp.status_code == 201, resp.text
 
 
 def test_every_upstream_example_posts_201_and_reads_back_normalized(orloj_api):
@@ -122,7 +114,7 @@ def test_task_created_over_rest_returns_at_once_and_runs_on_agent_actors(orloj_a
 def test_supervisor_killed_mid_task_is_restarted_and_finishes_without_rerunning_steps(orloj_api):
     import ray
 
-    from actors import RAY_NAMESPACE, SUPERVISOR_ACTOR
+    from actors import RAY_NAMESPACE, supervisor_name
 
     ns = "e2e-fault-supervisor"
     agents = ["f-one", "f-two", "f-three"]
@@ -139,7 +131,7 @@ def test_supervisor_killed_mid_task_is_restarted_and_finishes_without_rerunning_
             if any(r["type"] == "agent_end" for r in trace):
                 break
             time.sleep(0.1)
-        ray.kill(ray.get_actor(SUPERVISOR_ACTOR, namespace=RAY_NAMESPACE), no_restart=False)
+        ray.kill(ray.get_actor(supervisor_name(0), namespace=RAY_NAMESPACE), no_restart=False)
         task = wait_for_phase(http, "tasks", "f-task", ns, timeout=90)
     status = task["status"]
     assert status["phase"] == "Succeeded", status.get("lastError")

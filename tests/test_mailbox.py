@@ -11,7 +11,7 @@ import pytest
 from orloj_ray.engine.controller import Controller
 from orloj_ray.engine.mailbox import CONSUMER, Mailbox
 from orloj_ray.engine.runtime import LocalAgentRuntime
-from orloj_ray.messaging import Envelope, MemoryLog
+from orloj_ray.messaging import shard_filter, Envelope, MemoryLog
 from orloj_ray.store import MemoryStore
 from tests_support import agent_ends, load
 
@@ -152,8 +152,12 @@ async def test_deliveries_for_a_task_nobody_runs_wait_and_finished_ones_are_drop
     log = MemoryLog(ack_wait_s=5.0)
     mailbox = Mailbox(log, store)
     waiting = Envelope("default/bp-pipeline-task/a001/h001/system/x", "x", namespace="default",
-                       task="bp-pipeline-task")
-    gone = Envelope("default/no-such-task/a001/h001/system/x", "x", namespace="default", task="no-such-task")
+                       task="bp-pipeline-task", shard=0)
+    gone = Envelope("default/no-such-task/a001/h001/system/x", "x", namespace="default", task="no-such-task",
+                    shard=0)
+    other_shard = Envelope("default/elsewhere/a001/h001/system/x", "x", namespace="default", task="elsewhere",
+                           shard=1)
+    await log.append(other_shard)
     await log.append(waiting)
     await log.append(gone)
     stop = asyncio.Event()
@@ -161,8 +165,10 @@ async def test_deliveries_for_a_task_nobody_runs_wait_and_finished_ones_are_drop
     await asyncio.sleep(0.3)
     stop.set()
     await loop
-    pending = [e.message_id for e in await log.unacked(CONSUMER)]
+    pending = [e.message_id for e in await log.unacked(f"{CONSUMER}-s0")]
     assert pending == [waiting.message_id]  # kept for whoever claims the task; the other is termed
+    # shard 1's message is not this supervisor's (shard 0's) to see at all
+    assert await log.pending_count(f"{CONSUMER}-s1", shard_filter(1)) == 1
 
 
 @pytest.mark.parametrize("via", ["direct", "log"])

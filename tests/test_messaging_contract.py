@@ -207,3 +207,16 @@ async def test_first_deliveries_keep_append_order_per_subject(make_log):
         for d in batch:
             await lg.ack(d)
     assert seen == [h for h in range(1, 21) if h % 3]
+
+
+async def test_a_shard_consumer_receives_only_its_shards_messages(make_log):
+    """``--supervisors N``: each supervisor shard's durable consumer sees its own tasks' messages."""
+    from orloj_ray.messaging import shard_filter
+
+    lg = await make_log()
+    for shard, task in ((0, "t0"), (1, "t1"), (1, "t1b"), (None, "legacy")):
+        await lg.append(env("a", task=task, shard=shard))
+    got = {s: [d.envelope.task for d in await lg.fetch(f"sup-s{s}", shard_filter(s, lg.prefix), 10, timeout_s=0.5)]
+           for s in (0, 1, 2)}
+    assert got == {0: ["t0"], 1: ["t1", "t1b"], 2: []}
+    assert subject_for("ns", "a", "p", 3) == "p.s3.ns.a.inbox" and subject_for("ns", "a", "p") == "p.ns.a.inbox"

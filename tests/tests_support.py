@@ -21,6 +21,30 @@ def run_orloj(env: dict, *args: str, cwd=None, timeout: float = 180) -> subproce
                           capture_output=True, text=True, timeout=timeout)
 
 
+def apply_all(http: httpx.Client, ns: str, docs: list[dict]) -> None:
+    """POST each doc into ``ns``; every one must answer 201."""
+    from orloj_ray.resources.kinds import kind_info
+
+    for doc in docs:
+        doc["metadata"]["namespace"] = ns
+        resp = http.post(f"/v1/{kind_info(doc['kind']).plural}", json={"apiVersion": "orloj.dev/v1", **doc})
+        assert resp.status_code == 201, resp.text
+
+
+def wait_until(check, *, timeout: float, interval: float = 0.2, what: str = "condition", describe=None):
+    """``check()``'s first truthy answer, polled every ``interval`` for at most ``timeout`` seconds;
+    on a timeout the error says ``what`` and, given ``describe()``, what was seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            seen = f"; {describe()}" if describe is not None else ""
+            raise AssertionError(f"{what} did not hold within {timeout:g}s (last: {value!r}{seen})")
+        time.sleep(interval)
+
+
 def free_port() -> int:
     """A loopback port free right now (the OS picks it)."""
     with socket.socket() as s:

@@ -116,6 +116,15 @@ def up(
     ingress: Annotated[Optional[str], typer.Option(
         "--ingress", help="HTTP ingress of a Ray cluster started here: haproxy (default where Ray ships it) or "
                           "proxy, Serve's Python proxy (env ORLOJ_INGRESS).")] = None,
+    supervisors: Annotated[Optional[int], typer.Option(
+        "--supervisors", help="Supervisor actors, each claiming a share of the tasks (env ORLOJ_SUPERVISORS; "
+                              "default 1).")] = None,
+    agent_idle_ttl: Annotated[Optional[str], typer.Option(
+        "--agent-idle-ttl", help="Reclaim an agent actor idle this long, e.g. 10m (the default); 0 = never "
+                                 "(env ORLOJ_AGENT_IDLE_TTL).")] = None,
+    max_agent_actors: Annotated[Optional[int], typer.Option(
+        "--max-agent-actors", help="Live agent actors per Ray node (env ORLOJ_MAX_AGENT_ACTORS; default derived "
+                                   "from the node's memory, shown by 'orloj status').")] = None,
 ) -> None:
     """Start orloj-ray locally: Ray, the control plane and the REST API."""
     from orloj_ray.config import ConfigError, ServerConfig
@@ -124,7 +133,8 @@ def up(
         config = ServerConfig.from_env(mode=mode, store=store, database_url=database_url, log=log_backend,
                                        nats_url=nats_url, nats_monitor_url=nats_monitor_url,
                                        task_retention=task_retention, tool_allowed_networks=tool_allowed_networks,
-                                       auth_mode=auth_mode)
+                                       auth_mode=auth_mode, supervisors=supervisors, agent_idle_ttl=agent_idle_ttl,
+                                       max_agent_actors=max_agent_actors)
     except ConfigError as exc:
         fail(str(exc), 2)
     if ingress is not None:

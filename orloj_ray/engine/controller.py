@@ -16,7 +16,8 @@ from orloj_ray.engine.executor import TaskExecutor
 from orloj_ray.engine.mailbox import Mailbox
 from orloj_ray.engine.mcp_sync import McpSync
 from orloj_ray.engine.owned import delete_owned
-from orloj_ray.engine.reconcile import SOURCE as RECONCILER, AgentProbe, reconcile
+from orloj_ray.engine.reconcile import SOURCE as RECONCILER, reconcile
+from orloj_ray.engine.shards import Shards
 from orloj_ray.engine.resolve import CONFIG_KINDS
 from orloj_ray.engine.retention import DEFAULT_TASK_RETENTION, prune_finished
 from orloj_ray.engine.runtime import AgentRuntime
@@ -25,7 +26,7 @@ from orloj_ray.engine.schedules import NAME_LABEL as SCHEDULE_LABEL, SOURCE as S
 from orloj_ray.store.cache import CachedReads
 from orloj_ray.store.util import utcnow
 from orloj_ray.errors import NotFound
-from orloj_ray.lifecycle import ENGINE_SOURCE, LEASE_S, TERMINAL, claimable, phase_of
+from orloj_ray.lifecycle import ENGINE_SOURCE, LEASE_S, TERMINAL, claimable, parse_time, phase_of, utc
 
 log = logging.getLogger("orloj_ray.controller")
 
@@ -43,8 +44,18 @@ async def list_all(store, kind: str, namespace: str | None = None) -> list[dict]
         after = page.continue_
 
 
+def _stuck(task: dict, lease_s: float) -> bool:
+    """A Running task whose lease ran out more than one lease period ago: whatever shard it is
+    in, its owner is alive (else its shard would have moved) but not running it. The leader
+    takes it over (the safety net of the sharding)."""
+    status = task.get("status") or {}
+    expiry = parse_time(status.get("leaseUntil") or "")
+    return (phase_of(status) == "Running" and expiry is not None
+            and (utc() - expiry).total_seconds() > lease_s)
+
+
 class Controller:
-    def __init__(self, store, runtime: AgentRuntime, *, worker: str, probe: AgentProbe | None = None,
+    def __init__(self, store, runtime: AgentRuntime, *, worker: str, shards: Shards | None = None,
                  max_concurrent_tasks: int = 256, resync_s: float = 30.0, lease_scan_s: float = 5.0,
                  lease_s: float = LEASE_S, max_parallel_turns: int | None = None, mailbox: Mailbox | None = None,
                  clock: Callable[[], datetime] = utcnow, schedule_max_sleep_s: float = 30.0,
@@ -52,7 +63,8 @@ class Controller:
         self.store = store
         self.runtime = runtime
         self.worker = worker
-        self.probe = probe
+        self.shards = shards or Shards()
+        """Which tasks this supervisor claims (all, when it is the only one)."""
         self.max_concurrent = max_concurrent_tasks
         self.resync_s = resync_s
         self.lease_scan_s = lease_scan_s
@@ -103,7 +115,7 @@ class Controller:
         if self.mailbox is None:
             await self._loop()
             return
-        deliveries = asyncio.create_task(self.mailbox.run(self._stop), name="mailbox")
+        deliveries = asyncio.create_task(self.mailbox.run(self._stop, lambda: self.shards.owned), name="mailbox")
         try:
             await self._loop()
         finally:
@@ -131,9 +143,11 @@ class Controller:
                 self._track(events)
             await self._safely(self.claim_due, events)
             await self._safely(self.resume_approvals, events)
-            await self._safely(self.reconcile_changed, events)
+            leader = self.shards.leader  # the cluster-wide loops run on one supervisor only
+            if leader:
+                await self._safely(self.reconcile_changed, events)
             next_schedule = self._schedule_wakeup(events, next_schedule, loop.time())
-            if loop.time() >= next_schedule:
+            if leader and loop.time() >= next_schedule:
                 next_schedule = loop.time() + await self.schedule_tick()
             if loop.time() >= next_scan:  # expired leases produce no event: look for them
                 next_scan = loop.time() + self.lease_scan_s
@@ -142,7 +156,7 @@ class Controller:
             if loop.time() >= next_resync:
                 next_resync = loop.time() + self.resync_s
                 await self._safely(self.resync)
-            if loop.time() >= next_retention:
+            if leader and loop.time() >= next_retention:
                 next_retention = loop.time() + self.retention_scan_s
                 await self._safely(self.prune_retention)
         await self.mcp.aclose()
@@ -207,9 +221,11 @@ class Controller:
             latest = {(e.namespace, e.name): e for e in events  # our own writes never make a task due
                       if e.kind == "Task" and e.source != ENGINE_SOURCE
                       and e.type in ("resource.created", "resource.updated", "resource.status")}
-            tasks = [e.data for e in latest.values() if isinstance(e.data, dict) and "metadata" in e.data]
+            tasks = [e.data for e in latest.values() if isinstance(e.data, dict) and "metadata" in e.data
+                     and self.shards.owns(e.namespace, e.name)]
             return await self._claim_all(tasks, config_as_of=max((e.id for e in latest.values()), default=None))
-        tasks = await self._get_tasks(sorted(k for k in self.open_tasks if f"{k[0]}/{k[1]}" not in self.running))
+        tasks = await self._get_tasks(sorted(k for k in self.open_tasks if f"{k[0]}/{k[1]}" not in self.running
+                                             and self.shards.owns(*k)))
         return await self._claim_all(tasks)
 
     async def _claim_all(self, tasks: list[dict], config_as_of: int | None = None) -> int:
@@ -222,13 +238,14 @@ class Controller:
         for task in tasks:
             key = f'{task["metadata"]["namespace"]}/{task["metadata"]["name"]}'
             if (key in self.running or key in picked or len(self.running) + len(picked) >= self.max_concurrent
-                    or not claimable(task, self.worker)):
+                    or not claimable(task, self.worker, dead=self.shards.dead)):
                 continue
             picked[key] = task
         if not picked:
             return 0
         synced = None if config_as_of is None else self.reads.sync_soon(after=config_as_of)
-        results = await asyncio.gather(*(claim(self.store, task, self.worker, lease_s=self.lease_s)
+        dead = self.shards.dead
+        results = await asyncio.gather(*(claim(self.store, task, self.worker, lease_s=self.lease_s, dead=dead)
                                          for task in picked.values()), return_exceptions=True)
         claimed = 0
         for key, owned in zip(picked, results):
@@ -254,9 +271,10 @@ class Controller:
                     continue
                 ref = str((approval.get("spec") or {}).get("task_ref") or "")
                 refs.add(tuple(ref.split("/", 1)) if "/" in ref else (e.namespace, ref))
-            tasks = await self._get_tasks(refs)
+            tasks = await self._get_tasks(sorted(k for k in refs if self.shards.owns(*k)))
         else:
-            tasks = await self._get_tasks(sorted(k for k, phase in self.open_tasks.items() if phase == "WaitingApproval"))
+            tasks = await self._get_tasks(sorted(k for k, phase in self.open_tasks.items()
+                                                 if phase == "WaitingApproval" and self.shards.owns(*k)))
         resumed = 0
         for task in tasks:
             status, meta = task.get("status") or {}, task["metadata"]
@@ -278,23 +296,18 @@ class Controller:
         run.add_done_callback(lambda _t, key=key: self.running.pop(key, None))
 
     async def _run_task(self, task: dict, synced: asyncio.Future | None = None) -> None:
+        meta = task["metadata"]
         executor = TaskExecutor(self.store, self.runtime, task, worker=self.worker, lease_s=self.lease_s,
                                 max_parallel_turns=self.max_parallel_turns, mailbox=self.mailbox, reads=self.reads,
-                                synced=synced)
-        key = f'{task["metadata"]["namespace"]}/{task["metadata"]["name"]}'
+                                synced=synced, shard=self.shards.shard_of(meta["namespace"], meta["name"]))
+        key = f'{meta["namespace"]}/{meta["name"]}'
         self._executors[key] = executor
         try:
             await executor.run()
         except Exception:
-            log.exception("task %s/%s crashed the executor", task["metadata"]["namespace"], task["metadata"]["name"])
+            log.exception("task %s/%s crashed the executor", meta["namespace"], meta["name"])
         finally:
             self._executors.pop(key, None)
-        if executor.resolved is not None:  # its agents' actors may have just started: refresh their status
-            for agent in executor.resolved.agents.values():
-                status, meta = agent.get("status") or {}, agent["metadata"]
-                if status.get("phase") == "Ready" and status.get("actor") == "running":
-                    continue  # already says so (as read when the task started); resync covers the rest
-                await self._safely(self._refresh, "Agent", meta["namespace"], meta["name"])
 
     async def _refresh(self, kind: str, namespace: str, name: str) -> None:
         try:
@@ -307,7 +320,7 @@ class Controller:
         if obj["kind"] == "McpServer":  # connects in the background: a slow server never stalls the loop
             self.mcp.kick(obj)
             return
-        await reconcile(self.store, obj, self.probe)
+        await reconcile(self.store, obj)
 
     async def reconcile_changed(self, events) -> None:
         todo: set[tuple[str, str, str]] = set()
@@ -331,7 +344,10 @@ class Controller:
         tasks = await list_all(self.store, "Task")
         self.open_tasks = {(t["metadata"]["namespace"], t["metadata"]["name"]): phase_of(t)
                            for t in tasks if phase_of(t) not in TERMINAL}
-        await self._claim_all(tasks)
+        await self._claim_all([t for t in tasks if self.shards.owns(t["metadata"]["namespace"], t["metadata"]["name"])
+                               or (self.shards.leader and _stuck(t, self.lease_s))])
+        if not self.shards.leader:
+            return
         for kind in RECONCILED:
             for obj in await list_all(self.store, kind):
                 await self._reconcile(obj)

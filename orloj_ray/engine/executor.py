@@ -27,7 +27,8 @@ from orloj_ray.engine.status import ApprovalPause, TaskRecorder, TaskStopped
 from orloj_ray.governance import APPROVAL_PENDING, load_turn_governance, persist_audit
 from orloj_ray.governance import workflow as approvals
 from orloj_ray.engine.turn import TurnRequest, TurnResult
-from orloj_ray.errors import Unavailable
+from orloj_ray.engine.fleet import AgentCapacity, AgentNotFound, AgentReclaimed
+from orloj_ray.errors import NotFound, Unavailable
 from orloj_ray.engine.mailbox import Mailbox, Verdict
 from orloj_ray.messaging import Delivery, Envelope, message_id
 from orloj_ray.store.cache import CachedReads
@@ -37,6 +38,8 @@ UNFINISHED = ("Queued", "Running", "RetryPending")
 REDELIVERIES = 5
 """Times a turn is redelivered when its agent's runtime is unavailable (an actor restarting)."""
 REDELIVERY_BASE_S = 0.5
+CAPACITY_WAIT_S = 1.0
+"""Between asks for an agent actor while every node the agent may use is at its cap."""
 
 
 def _hop(message_id_: str) -> int:
@@ -76,7 +79,7 @@ class TaskExecutor:
 
     def __init__(self, store, runtime: AgentRuntime, task: dict, *, worker: str, lease_s: float = LEASE_S,
                  max_parallel_turns: int | None = None, mailbox: Mailbox | None = None,
-                 reads: CachedReads | None = None, synced: asyncio.Future | None = None):
+                 reads: CachedReads | None = None, synced: asyncio.Future | None = None, shard: int = 0):
         self.store = store
         self.reads = reads or CachedReads(store, CONFIG_KINDS)
         """Where systems, agents, policies, ... are read; synced before each use (the Controller shares one)."""
@@ -84,6 +87,8 @@ class TaskExecutor:
         """The sync of the configuration this run resolves, started with the claim (None: one
         when the run starts)."""
         self.runtime = runtime
+        self.shard = shard
+        """The task's supervisor shard: its messages travel on that shard's subjects."""
         self.task = task
         self.namespace = task["metadata"]["namespace"]
         self.name = task["metadata"]["name"]
@@ -106,6 +111,8 @@ class TaskExecutor:
         self._syncs: dict[str, asyncio.Future] = {}
         """The config-cache sync started with the write that recorded a message (``sync_soon``):
         its first turn is governed by what that sync saw instead of waiting for one of its own."""
+        self._waiting: set[str] = set()
+        """Messages whose wait for an agent actor slot is in the trace already."""
         self._marked_running: set[str] = set()
         """Messages recorded as Running by the write that created them: their first delivery writes nothing more."""
         self._succeeded = False
@@ -129,7 +136,7 @@ class TaskExecutor:
     def _envelope(self, src: str, dst: str, hop: int, branch: str, content: str, **fields) -> Envelope:
         return Envelope(self._message_id(hop, src, dst), dst, from_agent=src, namespace=self.namespace,
                         task=self.name, attempt=self.attempt, system=self.spec.get("system", ""),
-                        branch_id=branch, payload=content, hop=hop, **fields)
+                        branch_id=branch, payload=content, hop=hop, shard=self.shard, **fields)
 
     def _from_record(self, record: dict) -> Envelope:
         return Envelope(record["message_id"], record["to_agent"], from_agent=record["from_agent"],
@@ -137,7 +144,7 @@ class TaskExecutor:
                         attempt=self.attempt, system=self.spec.get("system", ""),
                         branch_id=record.get("branch_id", ""), parent_branch_id=record.get("parent_branch_id", ""),
                         payload=record.get("content", ""), parent_id=record.get("parent_id", ""),
-                        hop=_hop(record["message_id"]))
+                        hop=_hop(record["message_id"]), shard=self.shard)
 
     async def run(self) -> None:
         self._started = time.monotonic()
@@ -479,7 +486,7 @@ class TaskExecutor:
             message_id=env.message_id,
         )
         policy = self._message_policy
-        attempts = redeliveries = 0
+        attempts = redeliveries = reclaims = 0
         recorded = env.message_id in self._marked_running  # the first delivery is recorded Running already
         self._marked_running.discard(env.message_id)
         while True:
@@ -503,6 +510,19 @@ class TaskExecutor:
             except (TaskFailed, TaskStopped, LeaseLost):
                 raise
             except Exception as exc:  # the runtime broke: actor died or restarting, placement failed
+                if isinstance(exc, AgentCapacity):  # no node may take another actor: wait, spend nothing
+                    attempts -= 1
+                    recorded = True  # still Running; the wait is in the trace once
+                    if env.message_id not in self._waiting:
+                        self._waiting.add(env.message_id)
+                        await self.recorder.turn_waiting(env, str(exc))
+                    await asyncio.sleep(CAPACITY_WAIT_S)
+                    continue
+                if isinstance(exc, AgentReclaimed) and reclaims < REDELIVERIES:  # a fresh actor, at once
+                    reclaims += 1
+                    attempts -= 1
+                    recorded = True
+                    continue
                 if isinstance(exc, Unavailable) and redeliveries < REDELIVERIES:
                     redeliveries += 1  # not the agent's fault: redeliver without spending an attempt
                     attempts -= 1
@@ -527,6 +547,11 @@ class TaskExecutor:
         # (its first delivery) or before this attempt (a retry) governs the turn
         synced = self._syncs.pop(env.message_id, None)
         await (synced if synced is not None else self.reads.sync())
+        try:
+            await self.reads.get("Agent", self.namespace, node)
+        except NotFound:  # deleted while the task ran: a turn for it fails, never runs on a stale copy
+            raise AgentNotFound(f'agent "{node}" not found in namespace "{self.namespace}": it was deleted '
+                                "while the task ran") from None
         gov = await load_turn_governance(self.reads, self.task, self.resolved.agents[node], env.message_id,
                                          tokens_used=self.recorder.tokens_used())
         if gov.approvals:

@@ -6,9 +6,10 @@ executor that runs the envelope's task, which acks it only after the Store has r
 the turn did. A delivery for a task this supervisor does not run is nak-ed with a delay (its
 owner, or the next claimant, will take it) or termed when the task is finished or gone.
 
-All supervisors share one durable consumer, so with JetStream a standby supervisor picks up a
-dead one's unacked messages; with the in-memory log the log lives and dies with its
-supervisor and the Store's record of unfinished messages is what a successor resumes from.
+Each supervisor shard has its own durable consumer (``orloj-supervisor-s<k>``, over the shard's
+subjects), so with JetStream the supervisor that takes a dead one's shard over picks up its
+unacked messages; with the in-memory log the log lives and dies with its supervisor and the
+Store's record of unfinished messages is what a successor resumes from.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Literal
 
 from orloj_ray.errors import NotFound
 from orloj_ray.lifecycle import is_terminal
-from orloj_ray.messaging import Delivery, DurableLog, Envelope
+from orloj_ray.messaging import Delivery, DurableLog, Envelope, shard_filter
 
 log = logging.getLogger("orloj_ray.mailbox")
 
@@ -85,12 +86,38 @@ class Mailbox:
         except Exception as exc:
             log.warning("message log %s failed: %s", op.__name__, exc)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Fetch and route until ``stop`` is set; an unreachable log is retried with backoff."""
+    async def run(self, stop: asyncio.Event, shards: Callable[[], Collection[int]] = lambda: (0,)) -> None:
+        """Fetch and route until ``stop`` is set: one fetch loop per shard this supervisor owns
+        now (``shards()``, checked every second), each on the shard's own durable consumer
+        (``<consumer>-s<k>``, filter ``shard_filter(k)``), so a shard taken over from a dead
+        supervisor brings its unacked messages along."""
+        loops: dict[int, tuple[asyncio.Event, asyncio.Task]] = {}
+        try:
+            while not stop.is_set():
+                wanted = set(shards())
+                for shard in wanted - loops.keys():
+                    done = asyncio.Event()
+                    loops[shard] = (done, asyncio.create_task(self._fetch_loop(done, stop, shard),
+                                                              name=f"mailbox:s{shard}"))
+                for shard in loops.keys() - wanted:
+                    loops.pop(shard)[0].set()
+                try:
+                    async with asyncio.timeout(1.0):
+                        await stop.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            for done, _ in loops.values():
+                done.set()
+            await asyncio.gather(*(task for _, task in loops.values()), return_exceptions=True)
+
+    async def _fetch_loop(self, done: asyncio.Event, stop: asyncio.Event, shard: int) -> None:
+        """Fetch one shard's deliveries and route them; an unreachable log is retried with backoff."""
+        consumer, subject_filter = f"{self.consumer}-s{shard}", shard_filter(shard, self.log.prefix)
         backoff = 0.5
-        while not stop.is_set():
+        while not (stop.is_set() or done.is_set()):
             try:
-                deliveries = await self.log.fetch(self.consumer, None, self.batch, timeout_s=1.0)
+                deliveries = await self.log.fetch(consumer, subject_filter, self.batch, timeout_s=1.0)
                 backoff = 0.5
             except Exception as exc:
                 log.warning("fetching from the message log failed (retrying in %.1fs): %s", backoff, exc)

@@ -6,8 +6,6 @@ from what is stored, so reconciling is idempotent and never loops on its own wri
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
-
 from orloj_ray.engine.owned import sync_owned
 from orloj_ray.engine.placement import worker_liveness
 from orloj_ray.engine.resolve import resolve_endpoint, resolve_memory
@@ -17,15 +15,15 @@ from orloj_ray.memory import PGVECTOR, MemoryBackendError
 from orloj_ray.memory.pgvector import PgVectorBackend
 
 SOURCE = "reconciler"
-AgentProbe = Callable[[str, str], Awaitable[str]]
-"""``(namespace, agent) -> "running" | "idle" | "unreachable: <why>"``."""
 
 READY_KINDS = {"ModelEndpoint", "Tool", "Secret"}
 
 
-async def _desired_agent(store, obj: dict, probe: AgentProbe | None) -> tuple[str, str, dict]:
+async def _desired_agent(store, obj: dict) -> tuple[str, str, dict]:
+    """Ready when its model endpoint resolves; its actors (``status.actors``, ``actor``) are the
+    agent pool's to report (``actors/agent_pool.py``)."""
     ns = obj["metadata"]["namespace"]
-    extra: dict = {}
+    extra: dict = {"actor": (obj.get("status") or {}).get("actor") or "idle"}
     generated = await sync_owned(store, obj)
     if generated:
         extra["generated"] = generated
@@ -33,10 +31,6 @@ async def _desired_agent(store, obj: dict, probe: AgentProbe | None) -> tuple[st
         await resolve_endpoint(store, ns, obj)
     except LookupError as exc:
         return "Error", str(exc), extra
-    state = await probe(ns, obj["metadata"]["name"]) if probe else "idle"
-    extra["actor"] = state
-    if state.startswith("unreachable"):
-        return "Error", f"agent actor {state}", extra
     return "Ready", "", extra
 
 
@@ -68,10 +62,10 @@ async def _desired_memory(store, obj: dict) -> tuple[str, str, dict]:
     return "Ready", "", {}
 
 
-async def desired_status(store, obj: dict, probe: AgentProbe | None = None) -> tuple[str, str, dict] | None:
+async def desired_status(store, obj: dict) -> tuple[str, str, dict] | None:
     kind = obj["kind"]
     if kind == "Agent":
-        return await _desired_agent(store, obj, probe)
+        return await _desired_agent(store, obj)
     if kind == "AgentSystem":
         return await _desired_system(store, obj)
     if kind in READY_KINDS:
@@ -84,9 +78,9 @@ async def desired_status(store, obj: dict, probe: AgentProbe | None = None) -> t
     return None  # tasks, approvals and governance kinds have their own lifecycles
 
 
-async def reconcile(store, obj: dict, probe: AgentProbe | None = None) -> bool:
+async def reconcile(store, obj: dict) -> bool:
     """Bring one object's phase up to date; True when a write happened."""
-    desired = await desired_status(store, obj, probe)
+    desired = await desired_status(store, obj)
     if desired is None:
         return False
     phase, error, extra = desired

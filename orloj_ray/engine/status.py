@@ -187,6 +187,11 @@ class TaskRecorder:
 
         await self._write(change)
 
+    async def turn_waiting(self, env: Envelope, reason: str) -> None:
+        """The turn waits for an agent actor slot (every node the agent may use is at its cap)."""
+        await self._write(lambda s: self._trace(s, "agent_capacity_wait", agent=env.to_agent,
+                                                error_code="agent_capacity", message=reason))
+
     async def join_wait(self, env: Envelope, node: str, required: int, received: int) -> None:
         def change(status: dict) -> None:
             self._message(status, env, phase="Succeeded", processed_at=now_rfc3339_nano(), outcome="join_wait")

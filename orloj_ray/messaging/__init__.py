@@ -4,8 +4,9 @@
 core never loads ``nats`` unless asked.
 """
 
-from orloj_ray.messaging.base import DEFAULT_PREFIX, Delivery, DurableLog, subject_for
+from orloj_ray.messaging.base import DEFAULT_PREFIX, Delivery, DurableLog, shard_filter, subject_for
 from orloj_ray.messaging.envelope import Envelope, message_id
 from orloj_ray.messaging.memory import MemoryLog
 
-__all__ = ["DEFAULT_PREFIX", "Delivery", "DurableLog", "Envelope", "MemoryLog", "message_id", "subject_for"]
+__all__ = ["DEFAULT_PREFIX", "Delivery", "DurableLog", "Envelope", "MemoryLog", "message_id", "shard_filter",
+           "subject_for"]

@@ -13,7 +13,9 @@ Guarantees (every implementation):
   redelivered to the same consumer. First deliveries follow append order per subject;
   redeliveries may overtake newer messages.
 
-Subjects follow upstream: one inbox per agent, ``orloj.agentmsg.<ns>.<agent>.inbox``.
+Subjects follow upstream: one inbox per agent, ``orloj.agentmsg.<ns>.<agent>.inbox``; a message
+of a task in supervisor shard ``k`` (``--supervisors N``) goes to ``orloj.agentmsg.s<k>.<ns>.<agent>.inbox``,
+so each shard's owner consumes only its own tasks' messages (filter ``shard_filter``).
 Errors: ``orloj_ray.errors.Unavailable`` when the backend cannot be reached (retryable);
 ``ValueError`` for bad arguments (consumer names, subject filters).
 """
@@ -36,9 +38,25 @@ def subject_token(name: str) -> str:
     return (name.strip().lower() or "_").translate(_SUBJECT_UNSAFE)
 
 
-def subject_for(namespace: str, agent: str, prefix: str = DEFAULT_PREFIX) -> str:
-    """The inbox subject of one agent: ``<prefix>.<ns>.<agent>.inbox``."""
-    return f"{prefix}.{subject_token(namespace or 'default')}.{subject_token(agent)}.inbox"
+def subject_for(namespace: str, agent: str, prefix: str = DEFAULT_PREFIX, shard: int | None = None) -> str:
+    """The inbox subject of one agent: ``<prefix>.<ns>.<agent>.inbox``, or with a supervisor
+    ``shard``, ``<prefix>.s<shard>.<ns>.<agent>.inbox``."""
+    head = prefix if shard is None else f"{prefix}.s{int(shard)}"
+    return f"{head}.{subject_token(namespace or 'default')}.{subject_token(agent)}.inbox"
+
+
+def shard_filter(shard: int, prefix: str = DEFAULT_PREFIX) -> str:
+    """The filter of every message of supervisor shard ``shard``: ``<prefix>.s<shard>.>``."""
+    return f"{prefix}.s{int(shard)}.>"
+
+
+def subject_matches(subject_filter: str | None, subject: str) -> bool:
+    """None matches everything; ``a.b.>`` every subject under ``a.b``; else equality."""
+    if subject_filter is None:
+        return True
+    if subject_filter.endswith(".>"):
+        return subject.startswith(subject_filter[:-1])
+    return subject == subject_filter
 
 
 def check_consumer_name(name: str) -> str:
@@ -49,11 +67,14 @@ def check_consumer_name(name: str) -> str:
 
 
 def check_subject_filter(prefix: str, subject_filter: str | None) -> str | None:
-    """A filter is None (every message) or one full subject under ``prefix`` (no wildcards)."""
+    """A filter is None (every message), one full subject under ``prefix`` (no wildcards), or
+    a shard's ``<prefix>.s<k>.>``."""
     if subject_filter is None:
         return None
-    if not subject_filter.startswith(prefix + ".") or any(c in subject_filter for c in " *>"):
-        raise ValueError(f"subject filter {subject_filter!r}: use subject_for(namespace, agent, {prefix!r})")
+    head = subject_filter[:-2] if subject_filter.endswith(".>") else subject_filter
+    if not head.startswith(prefix + ".") or any(c in head for c in " *>"):
+        raise ValueError(f"subject filter {subject_filter!r}: use subject_for(namespace, agent, {prefix!r}) "
+                         "or shard_filter(k)")
     return subject_filter
 
 

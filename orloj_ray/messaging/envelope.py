@@ -56,6 +56,8 @@ class Envelope:
     parent_id: str = ""
     """``message_id`` of the message whose turn produced this one."""
     hop: int = 1
+    shard: int | None = None
+    """The supervisor shard of the task (``--supervisors N``): picks the subject; None: upstream's."""
     attempts: int = 0
     """Deliveries so far, this one included: the log sets it on every fetched envelope."""
 

@@ -222,7 +222,7 @@ class JetStreamLog:
 
     async def append(self, env: Envelope) -> bool:
         self._check_open()
-        subject = subject_for(env.namespace, env.to_agent, self.prefix)
+        subject = subject_for(env.namespace, env.to_agent, self.prefix, env.shard)
         with _unavailable("publish"):
             ack = await self._js.publish(subject, env.to_json(), stream=self.settings.stream,
                                          headers={"Nats-Msg-Id": env.idempotency_key})

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from orloj_ray.errors import Unavailable
 from orloj_ray.messaging.base import (
-    DEFAULT_PREFIX, Delivery, check_consumer_name, check_subject_filter, subject_for,
+    DEFAULT_PREFIX, Delivery, check_consumer_name, check_subject_filter, subject_for, subject_matches,
 )
 from orloj_ray.messaging.envelope import Envelope
 from orloj_ray.store.util import clone
@@ -46,7 +46,7 @@ class _Consumer:
     in_flight: dict[int, _InFlight] = field(default_factory=dict)
 
     def matches(self, subject: str) -> bool:
-        return self.subject_filter is None or self.subject_filter == subject
+        return subject_matches(self.subject_filter, subject)
 
 
 class MemoryLog:
@@ -79,7 +79,7 @@ class MemoryLog:
             return False
         data = json.loads(env.to_json())  # what a network log would store: JSON only
         self._seq += 1
-        self._messages[self._seq] = _Message(subject_for(env.namespace, env.to_agent, self.prefix), data)
+        self._messages[self._seq] = _Message(subject_for(env.namespace, env.to_agent, self.prefix, env.shard), data)
         if self.duplicate_window_s:
             self._seen[env.idempotency_key] = now + self.duplicate_window_s
         self._wake()

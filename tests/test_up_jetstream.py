@@ -2,7 +2,7 @@
 every write, store under $ORLOJ_HOME/jetstream), agents' messages move through JetStream on
 Ray, every step's tool call happens once, and `orloj down` stops the nats-server it started.
 
-Named to run before the suite's shared Ray cluster starts (`orloj up` starts its own head).
+Runs in a pytest process of its own (``own_process``): `orloj up` starts its own Ray head.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from counting_tool import CountingTool, counting_manifests
 from tests_support import free_port, run_orloj
 
 BIN = Path(sys.executable).parent
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_process]
 TASKS = 4
 
 

@@ -6,7 +6,7 @@ with the command lines the README documents. The cluster is this module's own: i
 dir and ports, started with `ray start --head --block` so that stopping that one process stops
 exactly this cluster (a plain `ray stop` would stop every Ray on the machine).
 
-Named to run early: it must finish before the suite's shared in-process Ray cluster starts.
+Runs in a pytest process of its own (``own_process``), before the suite's shared Ray cluster starts.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tests_support import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_process]
 
 
 def _ours(temp_dir: str) -> list[int]:

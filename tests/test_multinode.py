@@ -1,9 +1,8 @@
 """Placement on a real multi-node Ray cluster: a head (region default), an eu-west node and a
-fake-GPU node supporting gpt-4o, all on loopback (``cluster.multinode``).
+fake-GPU node supporting gpt-4o, all on loopback (``cluster.multinode``), with the store and the
+agent pool of orloj-ray on it.
 
-Named to run last: a process can attach to one Ray cluster only, so this module first tears
-down the suite's shared cluster (the Serve app and actors of ``orloj_api``, then
-``ray_cluster``) through those fixtures' own teardown, then starts its own.
+Runs in a pytest process of its own (``own_process``): a process attaches to one Ray cluster.
 """
 
 from __future__ import annotations
@@ -16,35 +15,20 @@ import pytest
 from actors import RAY_NAMESPACE
 from actors.placement import nodes, placed_actor_name
 from cluster.multinode import LocalCluster, plan, start
+from orloj_ray.config import ServerConfig
 from orloj_ray.engine.placement import Requirements, placement_class
 from orloj_ray.engine.turn import TurnRequest
 from orloj_ray.errors import OrlojError
 from orloj_ray.gateway.base import Endpoint
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_process]
 NS = "placement"
-
-
-def _stop_shared_ray() -> None:
-    """Shut the suite's shared cluster down first (conftest's teardowns then do nothing)."""
-    import ray
-
-    if not ray.is_initialized():
-        return
-    from ray import serve
-
-    from cluster.local import undeploy
-
-    undeploy()
-    serve.shutdown()
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
 def multinode(request):
     import ray
 
-    _stop_shared_ray()
     started = time.monotonic()
     local = start(plan(["default", "eu-west"], gpu_node=True, gpu_models=("gpt-4o",), head_cpus=1))
     try:
@@ -55,11 +39,29 @@ def multinode(request):
         local.shutdown()
 
 
-@pytest.fixture
-def runtime(multinode):
-    from actors.supervisor import RayAgentRuntime
+@pytest.fixture(scope="module")
+def pool(multinode):
+    from actors.agent_pool import start_agent_pool
+    from actors.store_host import start_store_host
 
-    return RayAgentRuntime(placement_timeout_s=20)
+    start_store_host(ServerConfig())
+    return start_agent_pool(ServerConfig(), placement_timeout_s=20)
+
+
+@pytest.fixture
+def runtime(pool):
+    from actors.agent_pool import PooledAgentRuntime
+
+    return PooledAgentRuntime(pool)
+
+
+async def _agent(name: str, requirements: dict | None = None) -> dict:
+    from actors.store_host import RemoteStore
+
+    doc = {"apiVersion": "orloj.dev/v1", "kind": "Agent", "metadata": {"name": name, "namespace": NS},
+           "spec": {"model_ref": "m", **({"requirements": requirements} if requirements else {})}}
+    stored, _ = await RemoteStore().upsert(doc)
+    return stored
 
 
 def test_nodes_report_regions_gpus_and_models(multinode: LocalCluster):
@@ -76,10 +78,12 @@ def test_nodes_report_regions_gpus_and_models(multinode: LocalCluster):
     (Requirements(gpu=True), {"gpu"}),
     (Requirements(model="claude"), {"head", "region-eu-west"}),  # the GPU node serves gpt-4o only
 ])
-async def test_agent_actor_lands_on_a_node_meeting_the_requirements(multinode, runtime, req, expected):
+async def test_agent_actor_lands_on_a_node_meeting_the_requirements(multinode, pool, req, expected):
     import ray
 
-    handle = await asyncio.wait_for(runtime.handle(NS, "writer", req), timeout=30)
+    await _agent("writer")
+    task_requirements = {"region": req.region, "gpu": req.gpu, "model": req.model}
+    handle = await asyncio.wait_for(pool.acquire.remote(NS, "writer", task_requirements), timeout=30)
     info = await asyncio.wait_for(handle.ping.remote(), timeout=10)
     names = {v: k for k, v in multinode.node_ids.items()}
     assert names[info["node_id"]] in expected
@@ -88,19 +92,21 @@ async def test_agent_actor_lands_on_a_node_meeting_the_requirements(multinode, r
 
 
 async def test_a_turn_runs_on_the_placed_actor(multinode, runtime):
-    agent = {"metadata": {"name": "eu-agent", "namespace": NS}, "spec": {"prompt": "be brief"}}
+    import ray
+
+    agent = await _agent("eu-agent")
     request = TurnRequest(namespace=NS, task="t1", attempt=1, agent=agent,
                           endpoint=Endpoint("mock", "mock", "", "gpt-4o"), input={"topic": "placement"},
                           key=f"{NS}/t1/a001/eu-agent/b001", requirements={"region": "EU-West"})
     result = await asyncio.wait_for(runtime.run_turn(request), timeout=30)
     assert result.ok and result.output, result.error
-    eu = multinode.node_ids["region-eu-west"]
-    assert runtime._node_of[(NS, "eu-agent", "region=eu-west", 0)] == eu
-    assert runtime.current_tasks() == {}  # nothing in flight any more
+    actor = ray.get_actor(placed_actor_name(NS, "eu-agent", "region=eu-west"), namespace=RAY_NAMESPACE)
+    stats = await actor.stats.remote()
+    assert stats["node_id"] == multinode.node_ids["region-eu-west"] and stats["inflight"] == 0
 
 
 async def test_an_infeasible_requirement_fails_within_seconds_with_the_reason(multinode, runtime):
-    agent = {"metadata": {"name": "mars-agent", "namespace": NS}, "spec": {"requirements": {"gpu": True}}}
+    agent = await _agent("mars-agent", {"gpu": True})
     request = TurnRequest(namespace=NS, task="t2", attempt=1, agent=agent,
                           endpoint=Endpoint("mock", "mock", "", "gpt-4o"), requirements={"region": "eu-west"})
     started = time.monotonic()

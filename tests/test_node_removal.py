@@ -1,7 +1,7 @@
 """A Ray node removed while it hosts an agent mid-turn: the actor comes back on another node
 that meets the agent's requirements, the turn is redelivered, and the task succeeds with the
 step recorded once and its tool call seen under one idempotency key (the counting tool).
-Runs after the suite's shared cluster is gone (see test_zz_multinode)."""
+Runs in a pytest process of its own (``own_process``), with a cluster of its own."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ from cluster.multinode import HEAD, NodeSpec, start
 from counting_tool import CountingTool
 from orloj_ray.config import ServerConfig
 from orloj_ray.engine.controller import Controller
-from orloj_ray.store import MemoryStore
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_process]
 NS = "node-removal"
 
 
@@ -24,14 +23,6 @@ NS = "node-removal"
 def cluster():
     import ray
 
-    if ray.is_initialized():  # the shared cluster of the rest of the suite
-        from ray import serve
-
-        from cluster.local import undeploy
-
-        undeploy()
-        serve.shutdown()
-        ray.shutdown()
     local = start([NodeSpec(HEAD, "default", cpus=1), NodeSpec("us-a", "us-east"), NodeSpec("us-b", "us-east")])
     try:
         ray.init(address=local.address, namespace="orloj", logging_level="warning", log_to_driver=False)
@@ -43,9 +34,13 @@ def cluster():
 async def test_agent_survives_the_removal_of_its_node(cluster):
     import ray
 
-    from actors.supervisor import RayAgentRuntime
+    from actors.agent_pool import PooledAgentRuntime, start_agent_pool
+    from actors.store_host import RemoteStore, start_store_host
 
-    store = MemoryStore()
+    config = ServerConfig(tool_allowed_networks=("127.0.0.0/8",))
+    start_store_host(config)
+    pool = start_agent_pool(config, placement_timeout_s=30)
+    store = RemoteStore()
     tool = CountingTool().__enter__()
     docs = [
         {"kind": "ModelEndpoint", "metadata": {"name": "slow"},
@@ -60,17 +55,16 @@ async def test_agent_survives_the_removal_of_its_node(cluster):
     for doc in docs:
         await store.create({"apiVersion": "orloj.dev/v1", **doc, "metadata": {**doc["metadata"], "namespace": NS},
                             "status": {"phase": "Pending"}})
-    runtime = RayAgentRuntime(placement_timeout_s=30, config=ServerConfig(tool_allowed_networks=("127.0.0.0/8",)))
-    controller = Controller(store, runtime, worker="node-test#1")
+    controller = Controller(store, PooledAgentRuntime(pool), worker="node-test#1")
     loop = asyncio.create_task(controller.run())
     try:
         async with asyncio.timeout(60):  # until the turn is inside the 3 s model call
             while True:
-                hosts = [n for key, n in runtime._node_of.items() if key[1] == "roamer"]
-                if hosts and sum(runtime._inflight.values()):
+                busy = [a for a in (await pool.info.remote())["actors"] if a["agent"] == "roamer" and a["inflight"]]
+                if busy:
                     break
-                await asyncio.sleep(0.05)
-        (host,) = hosts
+                await asyncio.sleep(0.1)
+        (host,) = {a["node_id"] for a in busy}
         assert host in (cluster.node_ids["us-a"], cluster.node_ids["us-b"])
         victim = next(n for n in cluster.cluster.list_all_nodes() if n.node_id == host)
         await asyncio.sleep(0.5)

@@ -2,8 +2,8 @@
 --run, `ray job submit` against it, and `orloj down` stopping only what it started. It runs in
 sequential mode (the rest of the suite covers message-driven on the shared cluster).
 
-Named to run first: `orloj up` refuses to start a second Ray head on the machine, so this
-module must finish before the suite's shared cluster starts.
+Runs in a pytest process of its own (``own_process``), before the suite's shared cluster starts:
+`orloj up` refuses to start a second Ray head on the machine.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tests_support import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_process]
 
 
 @pytest.fixture(scope="module")

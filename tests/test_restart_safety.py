@@ -8,7 +8,7 @@ drain each exactly once, after a crash at most twice (a step whose tool call hap
 whose record did not is re-run with the same key - the documented contract) and every
 recorded step exactly once.
 
-Named to run before the suite's shared Ray cluster starts (`orloj up` starts its own head).
+Runs in a pytest process of its own (``own_process``): `orloj up` starts its own Ray head.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pg_server import find_or_start
 from tests_support import free_port, run_orloj
 
 BIN = Path(sys.executable).parent
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_process]
 TASKS = 50
 
 
