@@ -22,6 +22,7 @@ from actors import RAY_NAMESPACE, SUPERVISOR_ACTOR, agent_actor_name, placement
 from actors.agent_actor import agent_actor
 from actors.placement import placed_actor_name
 from actors.memory_host import RemoteMemoryService
+from actors.metrics_export import export_to_ray, keep_agent_gauges
 from actors.rate_limiter import RayRateLimiter
 from actors.store_host import RemoteStore
 from actors.workers import HEARTBEAT_S as WORKER_HEARTBEAT_S, sync_workers
@@ -34,6 +35,7 @@ from orloj_ray.engine.runtime import LocalAgentRuntime
 from orloj_ray.engine.scaling import Scaling
 from orloj_ray.engine.turn import TurnRequest, TurnResult
 from orloj_ray.memory import register_memory
+from orloj_ray.observability import default_task_metrics
 from orloj_ray.tools import default_tool_runner
 from orloj_ray.errors import OrlojError, Unavailable
 
@@ -217,6 +219,9 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         self._loop = loop.create_task(self._main(sequential))
         self._workers = loop.create_task(self._mirror_workers(ray_runtime))
+        self._metrics = default_task_metrics()  # what this process's TaskRecorders feed
+        export_to_ray(self._metrics.registry)
+        self._gauges = loop.create_task(keep_agent_gauges(self._metrics, ray_runtime))
 
     async def _main(self, sequential: bool) -> None:
         """Open the message log (message-driven: the agents' mailbox), then run the control loop."""
@@ -255,10 +260,15 @@ class Supervisor:
                 "log_ready": mailbox is not None or self.mode == "sequential",
                 "durable_acks": getattr(mailbox.log, "durable_acks", None) if mailbox is not None else None}
 
+    async def metrics(self) -> dict:
+        """This supervisor's metrics snapshot; the API's ``/metrics`` merges every supervisor's."""
+        return self._metrics.registry.snapshot()
+
     async def stop(self, drain_timeout_s: float = DRAIN_TIMEOUT_S) -> dict:
         """Graceful shutdown (``orloj down``): stop claiming, let running turns finish and record,
         release every lease, close the message log. Returns what was drained."""
         self._workers.cancel()
+        self._gauges.cancel()
         drained = await self.controller.drain(drain_timeout_s)
         try:
             await asyncio.wait_for(self._loop, timeout=10)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from orloj_ray.engine.claims import LEASE_S, LeaseLost, lease_until
 from orloj_ray.errors import Conflict
+from orloj_ray.observability import TaskMetrics, default_task_metrics
 from orloj_ray.store.base import Event
 from orloj_ray.store.util import clone, mutate_status, now_rfc3339_nano
 
@@ -48,8 +49,10 @@ class ApprovalPause(TaskStopped):
 
 
 class TaskRecorder:
-    def __init__(self, store, task: dict, *, worker: str):
+    def __init__(self, store, task: dict, *, worker: str, metrics: TaskMetrics | None = None):
         self.store = store
+        self.metrics = metrics or default_task_metrics()
+        """Told of each event once its write is stored (``orloj_ray/observability/task_metrics.py``)."""
         self.namespace = task["metadata"]["namespace"]
         self.name = task["metadata"]["name"]
         self.system = (task.get("spec") or {}).get("system", "")
@@ -172,12 +175,15 @@ class TaskRecorder:
                     self._running(status, env, max_attempts)
 
         await self._write(change)
+        self.metrics.started(list(queued), running)
 
     async def message_queued(self, env: Envelope) -> None:
         await self._write(lambda s: self._message(s, env))
+        self.metrics.message(env, "queued")
 
     async def message_running(self, env: Envelope, *, max_attempts: int = 1) -> None:
         await self._write(lambda status: self._running(status, env, max_attempts))
+        self.metrics.message(env, "running")
 
     def _running(self, status: dict, env: Envelope, max_attempts: int) -> None:
         """A delivery of ``env`` starts: counted in its ``attempts`` before the turn runs."""
@@ -193,6 +199,7 @@ class TaskRecorder:
                         message=f"message_id={env.message_id} status={why}")
 
         await self._write(change)
+        self.metrics.message(env, "succeeded")
 
     async def message_retry(self, env: Envelope, error: str, delay_s: float) -> None:
         def change(status: dict) -> None:
@@ -201,6 +208,7 @@ class TaskRecorder:
                         message=f"redelivery of {env.message_id} in {delay_s:g}s: {error}")
 
         await self._write(change)
+        self.metrics.retry(env)
 
     async def join_wait(self, env: Envelope, node: str, required: int, received: int) -> None:
         def change(status: dict) -> None:
@@ -210,6 +218,7 @@ class TaskRecorder:
                         message=f"join waiting: received={received} required={required}")
 
         await self._write(change)
+        self.metrics.message(env, "succeeded")
 
     async def branch_failed(self, env: Envelope, join_node: str, policy: str, error: str) -> None:
         await self._write(lambda s: self._trace(
@@ -282,8 +291,10 @@ class TaskRecorder:
             if finished_ms is not None:
                 self._succeeded(status, finished_ms)
 
-        await self._write(change)
+        stored = await self._write(change)
+        self.metrics.turn_done(self.namespace, env, result, children, running)
         if finished_ms is not None:
+            self.metrics.finished(self.namespace, self.system, stored.get("status") or {}, finished_ms)
             await self._event("succeeded", "Succeeded")
 
     async def turn_failed(self, env: Envelope, result: TurnResult | None, error: str) -> None:
@@ -296,6 +307,7 @@ class TaskRecorder:
             self._message(status, env, phase="DeadLetter", last_error=error, processed_at=now_rfc3339_nano())
 
         await self._write(change)
+        self.metrics.turn_failed(self.namespace, env, result)
 
     async def wait_approval(self, env: Envelope, result: TurnResult, approval: str) -> None:
         """Pause for a person: the turn's trace, the message back to RetryPending (the resumed
@@ -310,10 +322,12 @@ class TaskRecorder:
                 status.pop(key, None)
 
         await self._write(change)
+        self.metrics.approval_wait(self.namespace, env, result)
         await self._event("waiting_approval", "WaitingApproval", result.error)
 
     async def succeed(self, duration_ms: int) -> None:
-        await self._write(lambda status: self._succeeded(status, duration_ms))
+        stored = await self._write(lambda status: self._succeeded(status, duration_ms))
+        self.metrics.finished(self.namespace, self.system, stored.get("status") or {}, duration_ms)
         await self._event("succeeded", "Succeeded")
 
     def _succeeded(self, status: dict, duration_ms: int) -> None:
@@ -335,7 +349,8 @@ class TaskRecorder:
             self._history(status, kind, message, code)
             _finish(status, phase)
 
-        await self._write(change)
+        stored = await self._write(change)
+        self.metrics.finished(self.namespace, self.system, stored.get("status") or {})
         await self._event(kind, phase, message)
 
 
