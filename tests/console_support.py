@@ -56,9 +56,9 @@ def browser():
 
 
 def loaded(page, timeout_ms: int = 15000) -> None:
-    """Wait until the page has rendered (no "Loading…" placeholder left in main)."""
+    """Wait until the console has rendered the page of the current hash (``main[data-ready]``)."""
     page.wait_for_function("() => { const m = document.getElementById('main');"
-                           " return m && !m.textContent.includes('Loading…'); }", timeout=timeout_ms)
+                           " return m && m.dataset.ready === (location.hash || '#/'); }", timeout=timeout_ms)
 
 
 @contextmanager

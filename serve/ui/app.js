@@ -42,13 +42,16 @@ async function route() {
   for (const [pattern, page] of ROUTES) {
     const m = path.match(pattern);
     if (!m) continue;
+    const signal = current.signal;
+    main.dataset.ready = "";
     main.replaceChildren(h("p", { class: "empty" }, "Loading…"));
     markNav(path);
     try {
-      await page({ main, params: m.slice(1).map(decodeURIComponent), query, signal: current.signal, ns: state.namespace });
+      await page({ main, params: m.slice(1).map(decodeURIComponent), query, signal, ns: state.namespace });
     } catch (err) {
-      if (!current.signal.aborted) main.replaceChildren(errorBox(err));
+      if (!signal.aborted) main.replaceChildren(errorBox(err));
     }
+    if (!signal.aborted) main.dataset.ready = location.hash || "#/";  // rendered: what tests and scripts wait for
     return;
   }
   main.replaceChildren(h("h1", {}, "Not found"), h("p", {}, `No page at ${path}.`));

@@ -34,7 +34,7 @@ export function resourceTable(info, items) {
     { title: "Summary", cell: (o) => summary({ spec: {}, ...o }) },
     { title: "Labels", cell: (o) => labels(o) },
     { title: "Created", cell: (o) => time(o.metadata.createdAt) },
-  ], items, { empty: `No ${info.kind} objects in this view.`, rowAttrs: (o) => ({ "data-name": o.metadata.name }) });
+  ], items, { empty: `No ${info.kind} objects in this view.`, rowAttrs: (o) => ({ "data-name": o.metadata.name, "data-ns": o.metadata.namespace || "default" }) });
 }
 
 export async function listPage({ main, params, query, signal, ns }) {
