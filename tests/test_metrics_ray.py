@@ -57,5 +57,8 @@ def test_a_run_task_appears_on_metrics_and_in_rays_metrics_export(orloj_api):
     lines = [line for line in exported.splitlines() if "orloj_task_duration_seconds" in line and NS in line]
     assert lines, "orloj_task_duration_seconds never reached Ray's metrics export"
     assert any(line.startswith("ray_orloj_task_duration_seconds") for line in lines), lines[:3]
-    assert any(line.startswith("ray_orloj_messages_total") or line.startswith("ray_orloj_messages")
-               for line in exported.splitlines()), "orloj_messages_total missing from Ray's export"
+    # Ray prefixes ray_ and keeps a name that ends in _total as it is (ray/_private/metrics_agent.py)
+    assert any(line.startswith("ray_orloj_messages_total{") for line in exported.splitlines()), \
+        "orloj_messages_total missing from Ray's export"
+    assert any(line.startswith("ray_orloj_agent_turns_total{") and f'namespace="{NS}"' in line
+               for line in exported.splitlines()), "orloj_agent_turns_total missing from Ray's export"
