@@ -193,3 +193,43 @@ def test_token_mode_asks_for_a_token_and_shows_only_what_the_role_may_do():
         loaded(page)
         assert page.locator("text=New Agent").count() == 1
         assert not errors.list, errors.list
+
+
+def test_agents_page_shows_each_agents_ray_actors_with_a_link_to_the_ray_dashboard():
+    """The fields the supervisor writes to an Agent's status (``actors``, ``lastTurnAt``,
+    ``lastReclaim``, ``waiting``) are rendered when present; an agent without them still loads."""
+    store = MemoryStore()
+    node = "ab" * 28
+    agent = {"apiVersion": "orloj.dev/v1", "kind": "Agent", "metadata": {"name": "writer", "namespace": "default"},
+             "spec": {"model_ref": "openai-default", "replicas": 2},
+             "status": {"phase": "Ready", "lastTurnAt": "2026-01-01T00:00:00Z", "waiting": "all 2 actors busy",
+                        "lastReclaim": {"at": "2026-01-01T00:00:00Z", "reason": "idle",
+                                        "actor": "orloj:agent:default:writer#1"},
+                        "actors": [{"name": "orloj:agent:default:writer", "actor_id": "c0ffee01", "node_id": node,
+                                    "placement": "", "replica": 0, "inflight": 2},
+                                   {"name": "orloj:agent:default:writer#1", "actor_id": "c0ffee02", "node_id": node,
+                                    "placement": "region=eu-west", "replica": 1, "inflight": 1}]}}
+    bare = {"apiVersion": "orloj.dev/v1", "kind": "Agent", "metadata": {"name": "planner", "namespace": "default"},
+            "spec": {"model_ref": "openai-default"}, "status": {"phase": "Ready"}}
+    for doc in (agent, bare):
+        asyncio.run(store.create(doc))
+
+    async def runtime() -> dict:
+        return {"ray": {"dashboard_url": "http://127.0.0.1:8265", "nodes": []}}
+
+    with uvicorn_app(create_app(store, runtime_info=runtime)) as url, browser() as b:
+        page = b.new_page()
+        errors = ConsoleErrors(page)
+        for route in ("#/agents-runtime", "#/k/agents/writer?ns=default"):
+            page.goto(f"{url}/ui/{route}")
+            loaded(page)
+            card = page.locator('section[data-agent="writer"]')
+            assert "mailbox depth 3" in card.inner_text() and "waiting: all 2 actors busy" in card.inner_text()
+            assert "idle" in card.inner_text() and "replicas 2" in card.inner_text()
+            link = card.locator('tr[data-actor="orloj:agent:default:writer#1"] a').first
+            assert link.get_attribute("href") == "http://127.0.0.1:8265/#/actors/c0ffee02"
+            assert f"node-{node[:12]}" in card.inner_text() and "region=eu-west" in card.inner_text()
+        page.goto(f"{url}/ui/#/agents-runtime")
+        loaded(page)
+        assert "No live actor" in page.locator('section[data-agent="planner"]').inner_text()
+        assert not errors.list, errors.list

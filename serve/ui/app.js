@@ -43,13 +43,16 @@ async function route() {
     const m = path.match(pattern);
     if (!m) continue;
     const signal = current.signal;
+    // each page renders into its own view: a page left before it finished loading draws into
+    // a detached element, never over the page that replaced it
+    const view = h("div", { class: "view" }, h("p", { class: "empty" }, "Loading…"));
     main.dataset.ready = "";
-    main.replaceChildren(h("p", { class: "empty" }, "Loading…"));
+    main.replaceChildren(view);
     markNav(path);
     try {
-      await page({ main, params: m.slice(1).map(decodeURIComponent), query, signal, ns: state.namespace });
+      await page({ main: view, params: m.slice(1).map(decodeURIComponent), query, signal, ns: state.namespace });
     } catch (err) {
-      if (!signal.aborted) main.replaceChildren(errorBox(err));
+      if (!signal.aborted) view.replaceChildren(errorBox(err));
     }
     if (!signal.aborted) main.dataset.ready = location.hash || "#/";  // rendered: what tests and scripts wait for
     return;

@@ -4,6 +4,7 @@
 import { can, get, listAll, request, watch } from "./api.js";
 import { BY_PLURAL, template, writeRole } from "./kinds.js";
 import { ago, badge, errorBox, h, kv, labels, link, table, time, toYAML } from "./ui.js";
+import { agentCard } from "./page_agents.js";
 
 export function itemHref(plural, obj) {
   const m = obj.metadata || {};
@@ -129,6 +130,7 @@ export async function detailPage({ main, params, query, signal }) {
   const ns = query.get("ns") || "default";
   const path = `/v1/${info.plural}/${encodeURIComponent(params[1])}`;
   let obj = await get(path, { namespace: ns });
+  const dashboard = info.kind === "Agent" ? ((await get("/v1/runtime")).ray || {}).dashboard_url || "" : "";
   const draw = () => {
     const canWrite = can(writeRole(info));
     const del = async () => {
@@ -138,7 +140,8 @@ export async function detailPage({ main, params, query, signal }) {
         location.hash = `#/k/${info.plural}`;
       } catch (err) { main.prepend(errorBox(err)); }
     };
-    const pairs = [["Overview", () => overview(obj)], ["YAML", () => yamlView(obj)]];
+    const pairs = [["Overview", () => info.kind === "Agent" ? h("div", {}, agentCard(obj, dashboard), overview(obj)) : overview(obj)],
+      ["YAML", () => yamlView(obj)]];
     if (canWrite && !info.noEdit) pairs.push(["Edit", () => editor(info, obj, (saved) => { obj = saved; draw(); })]);
     main.replaceChildren(
       h("div", { class: "title" }, h("h1", {}, `${info.kind} ${obj.metadata.name}`), badge((obj.status || {}).phase),
