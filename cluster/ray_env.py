@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -81,10 +82,21 @@ def ingress_env(env: dict) -> dict:
                              "haproxy on PATH), or use ORLOJ_INGRESS=proxy")
         return {}
     return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_BINARY_PATH": str(_guard(binary)),
+            # HAProxy's stats page and Prometheus frontend default to the fixed ports 8404 and
+            # 9101 on every interface: a second cluster on the host (two `orloj up`, two test
+            # runs) then fails to start its ingress. Free ports per cluster instead.
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
             # an ingress replica stays up this long after it is told to stop, for external load
             # balancers to notice (Serve's default, 30 s, made every redeploy and `orloj down`
             # 30 s slower); the HAProxy in front retries a refused connection on another replica
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DRAIN_S)}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
 
 
 def _haproxy_binary() -> str | None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from orloj_ray import lifecycle
 from orloj_ray.errors import InvalidResource
 from orloj_ray.resources.kinds import KINDS, kind_info
 
@@ -38,7 +39,6 @@ EXPORT_ORDER = ("Secret", "ModelEndpoint", "McpServer", "Tool", "Memory", "Agent
                 "ToolApproval")
 RECORD_KINDS = ("Task", "ToolApproval")
 """Kinds whose existing objects an import leaves alone."""
-LEASE_FIELDS = ("claimedBy", "leaseUntil", "lastHeartbeat", "assignedWorker")
 assert set(EXPORT_ORDER) == {k.kind for k in KINDS}
 
 
@@ -78,9 +78,7 @@ def for_import(doc: dict) -> dict:
         meta.pop(key, None)
     status = out.get("status")
     if str(out.get("kind", "")).lower() == "task" and isinstance(status, dict):
-        if status.get("phase") not in ("Succeeded", "Failed", "DeadLetter"):
-            for key in LEASE_FIELDS:
-                status.pop(key, None)
+        out["status"] = lifecycle.unown(status)
     return out
 
 

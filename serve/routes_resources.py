@@ -9,7 +9,8 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from orloj_ray.errors import InvalidResource
+from orloj_ray import lifecycle
+from orloj_ray.errors import Conflict, InvalidResource
 from orloj_ray.resources import normalize
 from orloj_ray.resources.kinds import KINDS, KindInfo
 from orloj_ray.store import parse_label_selector
@@ -176,6 +177,8 @@ def _register_kind(app: FastAPI, store, info: KindInfo) -> None:
             status = {}
         if not isinstance(status, dict):
             raise InvalidResource("status must be an object", field="status")
+        if kind == "Task":  # a phase must be a phase, and change only as the engine would change it
+            check_task_status(await store.get(kind, item_namespace(request), name), status)
         # The store sets a 0/missing observedGeneration to metadata.generation.
         stored = await store.update_status(kind, item_namespace(request), name, status, expected)
         return JSONResponse(status_envelope(stored))
@@ -193,6 +196,16 @@ def _register_kind(app: FastAPI, store, info: KindInfo) -> None:
         app.add_api_route(f"{item}/status", get_status, methods=["GET"], name=f"status_{info.plural}", tags=tag)
         app.add_api_route(f"{item}/status", put_status, methods=["PUT"], name=f"put_status_{info.plural}",
                           tags=tag)
+
+
+def check_task_status(stored: dict, status: dict) -> None:
+    """400 for a phase that is not a task phase, 409 for a transition the engine would not make."""
+    try:
+        lifecycle.check_status_write(stored, status)
+    except ValueError as exc:
+        raise InvalidResource(str(exc), field="status.phase") from None
+    except lifecycle.TransitionRefused as exc:
+        raise Conflict(str(exc), field="status.phase", code="invalid_transition") from None
 
 
 def _task_offset(info: KindInfo, request: Request) -> int:

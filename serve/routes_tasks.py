@@ -13,8 +13,11 @@ import datetime as dt
 
 from fastapi import FastAPI, Request
 
+from orloj_ray import lifecycle
+from orloj_ray.errors import Conflict
+from orloj_ray.store.util import mutate_status
 from serve import task_observability as obs
-from serve.codec import now_rfc3339
+from serve.codec import now_rfc3339, read_optional_json
 from serve.errors import JSONResponse
 from serve.routes_resources import item_namespace
 
@@ -109,6 +112,19 @@ def register(app: FastAPI, store) -> None:
         task = await store.get("Task", item_namespace(request), name)
         return JSONResponse(obs.metrics_body(task, selection, now_rfc3339(nano=True)))
 
+    async def cancel_task(request: Request, name: str) -> JSONResponse:
+        """Fail an active task now (upstream's ``orlojctl cancel task``, done server-side): body
+        ``{"reason": "..."}`` (optional). 409 ``already_terminal`` when it has finished."""
+        reason = str((await read_optional_json(request)).get("reason") or "")
+
+        def cancel(status: dict) -> dict:
+            if lifecycle.is_terminal(status):
+                raise Conflict(f"task/{name} is already terminal ({status.get('phase')})", code="already_terminal")
+            return lifecycle.cancel(status, reason=reason)
+
+        task = await mutate_status(store, "Task", item_namespace(request), name, cancel)
+        return JSONResponse(task)
+
     async def agent_logs(request: Request, name: str) -> JSONResponse:
         agent = await store.get("Agent", item_namespace(request), name)
         return JSONResponse({"name": name, "logs": agent_log_lines(agent)})
@@ -118,4 +134,5 @@ def register(app: FastAPI, store) -> None:
                       tags=["tasks"])
     app.add_api_route("/v1/tasks/{name}/metrics", task_metrics, methods=["GET"], name="task_metrics",
                       tags=["tasks"])
+    app.add_api_route("/v1/tasks/{name}/cancel", cancel_task, methods=["POST"], name="cancel_task", tags=["tasks"])
     app.add_api_route("/v1/agents/{name}/logs", agent_logs, methods=["GET"], name="agent_logs", tags=["agents"])

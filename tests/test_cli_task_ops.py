@@ -152,46 +152,35 @@ def test_cancel_errors(server, capsys):
     assert cli(server, "cancel", "task") == 2
 
 
-def test_cancel_task_client_retries_on_conflict():
-    """A 409 on the status PUT re-reads the task and re-applies the change."""
-    state = {"rv": 5, "puts": [], "gets": 0}
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.method == "GET":
-            state["gets"] += 1
-            return httpx.Response(200, json={
-                "kind": "Task", "metadata": {"name": "t", "namespace": "default", "generation": 1,
-                                             "resourceVersion": str(state["rv"])},
-                "spec": {"system": "s"}, "status": {"phase": "Running", "claimedBy": "w1"}})
-        body = json.loads(request.content)
-        state["puts"].append(body)
-        if len(state["puts"]) == 1:
-            state["rv"] += 1  # someone else wrote in between
-            return httpx.Response(409, json={"error": {"code": "conflict", "message": "stale"}})
-        assert body["metadata"]["resourceVersion"] == str(state["rv"])
-        return httpx.Response(200, json={"metadata": {"name": "t", "resourceVersion": str(state["rv"] + 1)},
-                                         "status": body["status"]})
-
-    with Client("http://orloj.test", transport=httpx.MockTransport(handler), token="") as c:
-        task = c.cancel_task("t", reason="stop")
-    assert state["gets"] == 2
-    assert [p["metadata"]["resourceVersion"] for p in state["puts"]] == ["5", "6"]
+def test_cancel_is_applied_server_side_on_the_stored_task(server):
+    """The transition runs on the stored row: a write that landed just before the cancel is
+    kept (the client no longer sends back a status it read earlier)."""
+    stored = server.task("report")
+    status = {**stored["status"], "lastHeartbeat": "2026-03-29T10:09:00Z", "tokens": 7}
+    server.client.request("PUT", "/v1/tasks/report/status", json_body={
+        "metadata": {"resourceVersion": stored["metadata"]["resourceVersion"]}, "status": status})
+    task = server.client.cancel_task("report", reason="stop")
     assert task["status"]["phase"] == "Failed" and task["status"]["lastError"] == "stop"
-    assert "claimedBy" not in task["status"]
-    assert task["metadata"]["resourceVersion"] == "7"
+    assert task["status"]["tokens"] == 7 and task["status"]["errorCode"] == "task_canceled"
+    assert task["status"]["history"][-1]["type"] == "failed"
 
 
-def test_cancel_task_client_gives_up_after_retries():
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.method == "GET":
-            return httpx.Response(200, json={"metadata": {"name": "t", "resourceVersion": "1"},
-                                             "status": {"phase": "Running"}})
-        return httpx.Response(409, json={"error": {"code": "conflict", "message": "stale"}})
+def test_the_status_subresource_refuses_non_phases_and_transitions_the_engine_would_not_make(server):
+    def put(name: str, **changes):
+        task = server.task(name)
+        return httpx.put(f"{server.url}/v1/tasks/{name}/status", json={
+            "metadata": {"resourceVersion": task["metadata"]["resourceVersion"]},
+            "status": {**task["status"], **changes}})
 
-    with Client("http://orloj.test", transport=httpx.MockTransport(handler), token="") as c:
-        with pytest.raises(Conflict) as exc:
-            c.cancel_task("t", retries=2)
-    assert exc.value.code == "conflict"
+    r = put("report", phase='k\u00a9\U0002c694"W')
+    assert r.status_code == 400 and r.json()["error"]["field"] == "status.phase"
+    assert "is not a task phase" in r.json()["error"]["message"]
+    r = put("done", phase="Running")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "invalid_transition"
+    assert "from Succeeded to Running" in r.json()["error"]["message"]
+    assert server.task("done")["status"]["phase"] == "Succeeded"  # nothing written
+    assert put("report", lastHeartbeat="2026-03-29T10:10:00Z").status_code == 200  # same phase: fine
+    assert put("report", phase="Failed", lastError="canceled by an upstream client").status_code == 200
 
 
 def test_cancel_task_client_refuses_terminal(server):

@@ -31,9 +31,12 @@ def orloj(server: str, *args: str, stdin: str | None = None) -> subprocess.Compl
 
 
 def _set_status(client: Client, name: str, status: dict, namespace: str = "default") -> None:
-    task = client.get("task", name, namespace)
-    client.request("PUT", f"/v1/tasks/{name}/status", params={"namespace": namespace},
-                   json_body={"metadata": {"resourceVersion": task["metadata"]["resourceVersion"]}, "status": status})
+    """Write a status as a remote worker would: a finished task passes through Running first."""
+    steps = [{"phase": "Running"}, status] if status.get("phase") in ("Succeeded", "DeadLetter") else [status]
+    for step in steps:
+        task = client.get("task", name, namespace)
+        client.request("PUT", f"/v1/tasks/{name}/status", params={"namespace": namespace},
+                       json_body={"metadata": {"resourceVersion": task["metadata"]["resourceVersion"]}, "status": step})
 
 
 def _task(name: str, namespace: str = "default") -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from orloj_ray.engine.claims import claimable, takeover_reason
+from orloj_ray.lifecycle import claimable, takeover_reason
 from orloj_ray.engine.controller import Controller
 from orloj_ray.engine.runtime import LocalAgentRuntime
 from orloj_ray.store import MemoryStore

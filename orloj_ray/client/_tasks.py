@@ -13,8 +13,9 @@ from orloj_ray.client._docs import as_str, name_of, phase_of, resource_version
 from orloj_ray.client._transport import StreamUnsupported
 from orloj_ray.client._watch import WatchAPI
 from orloj_ray.errors import Conflict, InvalidResource, NotFound, OrlojError
+from orloj_ray.lifecycle import TERMINAL
 
-TERMINAL_TASK_PHASES = frozenset({"Succeeded", "Failed", "DeadLetter"})
+TERMINAL_TASK_PHASES = TERMINAL
 
 
 class WaitTimeout(OrlojError, TimeoutError):
@@ -86,44 +87,17 @@ class TaskAPI(WatchAPI):
         return self.request("GET", f"/v1/tasks/{name}/metrics",
                             params=self._message_params(namespace, filters)) or {}
 
-    def cancel_task(self, name: str, namespace: str = "default", reason: str | None = None,
-                    *, retries: int = 4) -> dict:
-        """Mark a non-terminal task Failed (as ``orlojctl cancel task``); returns the updated task.
-
-        Writes the whole status back through ``PUT /v1/tasks/<name>/status`` with the current
-        resourceVersion: phase ``Failed``, ``lastError`` = ``reason`` or ``task canceled via
-        orloj``, ``completedAt`` now, lease and assignment fields cleared, ``observedGeneration``
-        = ``metadata.generation``. On a 409 the task is read again and the change re-applied, up
-        to ``retries`` more times. A task already terminal raises ``Conflict`` with code
-        ``already_terminal`` (nothing is written). Running agents are not interrupted: the
-        engine notices the terminal phase on its next status write.
+    def cancel_task(self, name: str, namespace: str = "default", reason: str | None = None) -> dict:
+        """Fail a non-terminal task now (as ``orlojctl cancel task``): ``POST
+        /v1/tasks/<name>/cancel``; the server applies the transition on the stored task, so no
+        concurrent write is lost. Returns the updated task; ``lastError`` is ``reason`` or
+        ``task canceled via orloj``. A task already finished raises ``Conflict`` with code
+        ``already_terminal``. Running agents are not interrupted: the engine notices the
+        terminal phase at its next status write and stops.
         """
-        from orloj_ray.store.util import now_rfc3339_nano
-
-        message = (reason or "").strip() or "task canceled via orloj"
-        attempt = 0
-        while True:
-            task = self.get("task", name, namespace)
-            meta, status = task.get("metadata") or {}, dict(task.get("status") or {})
-            phase = str(status.get("phase") or "")
-            if phase.lower() in {p.lower() for p in TERMINAL_TASK_PHASES}:
-                raise Conflict(f"task/{name} is already terminal ({phase})", code="already_terminal")
-            status.update(phase="Failed", lastError=message, completedAt=now_rfc3339_nano())
-            for key in ("nextAttemptAt", "assignedWorker", "claimedBy", "leaseUntil", "lastHeartbeat"):
-                status.pop(key, None)
-            if meta.get("generation"):
-                status["observedGeneration"] = meta["generation"]
-            body = {"metadata": {"resourceVersion": str(meta.get("resourceVersion", ""))}, "status": status}
-            try:
-                env = self.request("PUT", f"/v1/tasks/{name}/status", params={"namespace": namespace},
-                                   json_body=body) or {}
-            except Conflict:
-                if attempt >= retries:
-                    raise
-                attempt += 1
-                time.sleep(0.05 * attempt)
-                continue
-            return {**task, "metadata": env.get("metadata") or meta, "status": env.get("status") or status}
+        body = {"reason": reason} if (reason or "").strip() else {}
+        return self.request("POST", f"/v1/tasks/{name}/cancel", params={"namespace": namespace},
+                            json_body=body) or {}
 
     def retry_task(self, name: str, namespace: str = "default", overrides: dict | None = None) -> dict:
         """Run a finished task again as a new Task ``<name>-retry-<unix ms>`` (as ``orlojctl retry

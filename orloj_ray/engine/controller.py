@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from orloj_ray.engine.claims import LEASE_S, claim, claimable
+from orloj_ray.engine.claims import claim
 from orloj_ray.engine.executor import TaskExecutor
 from orloj_ray.engine.mailbox import Mailbox
 from orloj_ray.engine.mcp_sync import McpSync
@@ -20,12 +20,12 @@ from orloj_ray.engine.reconcile import SOURCE as RECONCILER, AgentProbe, reconci
 from orloj_ray.engine.resolve import CONFIG_KINDS
 from orloj_ray.engine.retention import DEFAULT_TASK_RETENTION, prune_finished
 from orloj_ray.engine.runtime import AgentRuntime
-from orloj_ray.engine.status import TERMINAL
 from orloj_ray.governance.workflow import approval_outcome
 from orloj_ray.engine.schedules import NAME_LABEL as SCHEDULE_LABEL, SOURCE as SCHEDULER, ScheduleController
 from orloj_ray.store.cache import CachedReads
 from orloj_ray.store.util import utcnow
 from orloj_ray.errors import NotFound
+from orloj_ray.lifecycle import ENGINE_SOURCE, LEASE_S, TERMINAL, claimable, phase_of
 
 log = logging.getLogger("orloj_ray.controller")
 
@@ -41,10 +41,6 @@ async def list_all(store, kind: str, namespace: str | None = None) -> list[dict]
         if not page.continue_:
             return items
         after = page.continue_
-
-
-def _phase(task: dict) -> str:
-    return str((task.get("status") or {}).get("phase") or "")
 
 
 class Controller:
@@ -189,7 +185,7 @@ class Controller:
             if e.kind != "Task" or not e.type.startswith("resource."):
                 continue
             key = (e.namespace or "default", e.name)
-            phase = _phase(e.data or {})
+            phase = phase_of(e.data or {})
             if e.type == "resource.deleted" or phase in TERMINAL:
                 self.open_tasks.pop(key, None)
             else:
@@ -209,7 +205,7 @@ class Controller:
         """Claim every due task: those ``events`` name, or (None) every unfinished one."""
         if events is not None:  # the events carry the task: no read (the store decides on the row itself)
             latest = {(e.namespace, e.name): e for e in events  # our own writes never make a task due
-                      if e.kind == "Task" and e.source != "task-controller"
+                      if e.kind == "Task" and e.source != ENGINE_SOURCE
                       and e.type in ("resource.created", "resource.updated", "resource.status")}
             tasks = [e.data for e in latest.values() if isinstance(e.data, dict) and "metadata" in e.data]
             return await self._claim_all(tasks, config_as_of=max((e.id for e in latest.values()), default=None))
@@ -333,8 +329,8 @@ class Controller:
     async def resync(self) -> None:
         """The full pass: list every task (rebuilding ``open_tasks``) and every reconciled kind."""
         tasks = await list_all(self.store, "Task")
-        self.open_tasks = {(t["metadata"]["namespace"], t["metadata"]["name"]): _phase(t)
-                           for t in tasks if _phase(t) not in TERMINAL}
+        self.open_tasks = {(t["metadata"]["namespace"], t["metadata"]["name"]): phase_of(t)
+                           for t in tasks if phase_of(t) not in TERMINAL}
         await self._claim_all(tasks)
         for kind in RECONCILED:
             for obj in await list_all(self.store, kind):

@@ -19,7 +19,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from orloj_ray.engine.claims import LEASE_S, LeaseLost
+from orloj_ray.lifecycle import LEASE_S, LeaseLost
 from orloj_ray.engine.retry import RetryPolicy, decide
 from orloj_ray.engine.resolve import CONFIG_KINDS, ResolvedTask, TaskInvalid, resolve_task
 from orloj_ray.engine.runtime import AgentRuntime

@@ -20,12 +20,12 @@ from collections.abc import Callable
 from typing import Literal
 
 from orloj_ray.errors import NotFound
+from orloj_ray.lifecycle import is_terminal
 from orloj_ray.messaging import Delivery, DurableLog, Envelope
 
 log = logging.getLogger("orloj_ray.mailbox")
 
 CONSUMER = "orloj-supervisor"
-TERMINAL = ("Succeeded", "Failed", "DeadLetter", "Cancelled")
 STRAY_NAK_S = 2.0
 """Delay before a delivery for a task nobody here runs is offered again."""
 STALL_S = 60.0
@@ -135,4 +135,4 @@ class Mailbox:
             return True
         except Exception:
             return False
-        return ((task.get("status") or {}).get("phase") or "") in TERMINAL
+        return is_terminal(task)

@@ -13,13 +13,13 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
+from orloj_ray.lifecycle import TERMINAL
 from orloj_ray.errors import Conflict, NotFound
 from orloj_ray.store.util import mutate_status
 
 log = logging.getLogger("orloj_ray.retention")
 
 SOURCE = "retention"
-TERMINAL = ("Succeeded", "Failed", "DeadLetter")
 PRUNED_FIELDS = ("trace", "history", "messages", "join_states")
 DEFAULT_TASK_RETENTION = timedelta(days=7)
 

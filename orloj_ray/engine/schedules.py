@@ -35,6 +35,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
 
+from orloj_ray import lifecycle
 from orloj_ray.errors import Conflict, InvalidResource, NotFound
 from orloj_ray.resources import normalize
 from orloj_ray.store.base import Event, LabelSelector
@@ -287,10 +288,7 @@ class ScheduleController:
                 return
             if _phase(current) not in ACTIVE_PHASES:
                 return
-            status = dict(current.get("status") or {})
-            status.update(phase="Failed", lastError=reason, completedAt=rfc3339nano(self.clock()))
-            for lease_field in ("nextAttemptAt", "assignedWorker", "claimedBy", "leaseUntil", "lastHeartbeat"):
-                status.pop(lease_field, None)
+            status = lifecycle.cancel(current.get("status") or {}, reason=reason, worker=SOURCE, now=self.clock())
             try:
                 await self.store.update_status("Task", ns, name, status, current["metadata"]["resourceVersion"],
                                                source=SOURCE)

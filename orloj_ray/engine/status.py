@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from orloj_ray.engine.claims import LEASE_S, LeaseLost, lease_until
+from orloj_ray import lifecycle
 from orloj_ray.errors import Conflict
+from orloj_ray.lifecycle import ENGINE_SOURCE as SOURCE, LEASE_S, TERMINAL, LeaseLost, TaskStopped
 from orloj_ray.observability import TaskMetrics, default_task_metrics
 from orloj_ray.store.base import Event
 from orloj_ray.store.util import clone, mutate_status, now_rfc3339_nano
@@ -34,18 +34,16 @@ if TYPE_CHECKING:
     from orloj_ray.engine.resolve import ResolvedTask
     from orloj_ray.engine.turn import TurnResult
 
-TERMINAL = ("Succeeded", "Failed", "DeadLetter")
 TRACE_CAP, HISTORY_CAP, MESSAGES_CAP = 1000, 200, 500
-SOURCE = "task-controller"
-
-
-class TaskStopped(Exception):
-    """The task became terminal outside this run (e.g. canceled); stop quietly."""
+__all__ = ["ApprovalPause", "LeaseLost", "SOURCE", "TERMINAL", "TaskRecorder", "TaskStopped"]
 
 
 class ApprovalPause(TaskStopped):
     """A tool call waits for a ToolApproval: the task is ``WaitingApproval`` and this run ends;
     the controller resumes the task once the approval is decided or expires."""
+
+    def __init__(self, message: str):
+        super().__init__("pause_for_approval", lifecycle.Phase.WAITING_APPROVAL.value, message)
 
 
 class TaskRecorder:
@@ -67,13 +65,14 @@ class TaskRecorder:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    async def _write(self, change, *, terminal_ok: bool = False) -> dict:
+    async def _write(self, change) -> dict:
+        """``change(status)`` edits the status in place or returns the next one (a lifecycle
+        transition); it runs only while this run holds the lease of a task that is not finished."""
         def apply(status: dict) -> dict:
-            if status.get("phase") in TERMINAL and not terminal_ok:
-                raise TaskStopped(status.get("phase"))
-            if status.get("claimedBy") != self.worker or status.get("leaseEpoch") != self.epoch:
-                raise LeaseLost(f"lease now held by {status.get('claimedBy')} epoch {status.get('leaseEpoch')}")
-            change(status)
+            if status.get("phase") in TERMINAL:
+                raise TaskStopped("write", status["phase"], f"task is {status['phase']}")
+            lifecycle.check_owner(status, self.worker, self.epoch, "write")
+            status = change(status) or status
             for key, cap in (("trace", TRACE_CAP), ("history", HISTORY_CAP), ("messages", MESSAGES_CAP)):
                 if len(status.get(key) or []) > cap:
                     status[key] = status[key][-cap:]
@@ -113,17 +112,11 @@ class TaskRecorder:
         row.update({k: v for k, v in fields.items() if v not in (None, "")})
         status.setdefault("trace", []).append(row)
 
-    def _history(self, status: dict, kind: str, message: str, code: str = "") -> None:
-        row = {"timestamp": now_rfc3339_nano(), "type": kind, "worker": self.worker, "message": message}
-        if code:
-            row["code"] = code
-        status.setdefault("history", []).append(row)
-
-    async def _event(self, kind: str, phase: str, last_error: str = "") -> None:
+    async def _event(self, transition: lifecycle.Transition, status: dict) -> None:
         await self.store.publish(Event(
-            id=0, timestamp="", source=SOURCE, type=f"task.{kind}", kind="Task", name=self.name,
-            namespace=self.namespace, action=phase.lower(),
-            data={"phase": phase, "attempts": self.attempt, "claimedBy": self.worker, "lastError": last_error},
+            id=0, timestamp="", source=SOURCE, type=f"task.{transition.event}", kind="Task", name=self.name,
+            namespace=self.namespace, action=str(status.get("phase", "")).lower(),
+            data={**lifecycle.event_data(status), "claimedBy": self.worker},
         ))
 
     def _message(self, status: dict, env: Envelope, **fields) -> None:
@@ -144,19 +137,11 @@ class TaskRecorder:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def renew(self, lease_s: float = LEASE_S) -> None:
-        def change(status: dict) -> None:
-            status["leaseUntil"] = lease_until(datetime.now(timezone.utc), lease_s)
-            status["lastHeartbeat"] = now_rfc3339_nano()
-
-        await self._write(change)
+        await self._write(lambda status: lifecycle.renew(status, lease_s=lease_s))
 
     async def release(self) -> None:
         """Give the lease up now (a drain): the next supervisor claims the task without waiting."""
-        def change(status: dict) -> None:
-            status["leaseUntil"] = now_rfc3339_nano()
-            self._history(status, "released", f"lease released by {self.worker} (draining)")
-
-        await self._write(change)
+        await self._write(lambda status: lifecycle.release(status, worker=self.worker))
 
     async def resumed(self, pending: int) -> None:
         await self._write(lambda s: self._trace(s, "task_resumed", message=f"resuming with {pending} unfinished messages"))
@@ -289,13 +274,14 @@ class TaskRecorder:
                 "tokens_used_total": str(int(output.get("tokens_used_total") or 0) + result.tokens),
             })
             if finished_ms is not None:
-                self._succeeded(status, finished_ms)
+                return self._succeeded(status, finished_ms)
+            return status
 
         stored = await self._write(change)
         self.metrics.turn_done(self.namespace, env, result, children, running)
         if finished_ms is not None:
-            self.metrics.finished(self.namespace, self.system, stored.get("status") or {}, finished_ms)
-            await self._event("succeeded", "Succeeded")
+            self.metrics.finished(self.namespace, self.system, stored["status"], finished_ms)
+            await self._event(lifecycle.SUCCEED, stored["status"])
 
     async def turn_failed(self, env: Envelope, result: TurnResult | None, error: str) -> None:
         """The message is dead: record what the last attempt did and why it failed."""
@@ -316,46 +302,32 @@ class TaskRecorder:
             for row in result.trace:
                 self._trace(status, row["type"], **{k: v for k, v in row.items() if k not in ("type", "timestamp")})
             self._message(status, env, phase="RetryPending", last_error=result.error)
-            status.update(phase="WaitingApproval", lastError=result.error, pendingApproval=approval)
-            self._history(status, "waiting_approval", f"{result.error} approval={approval}", "approval_pending")
-            for key in ("claimedBy", "assignedWorker", "leaseUntil", "lastHeartbeat"):
-                status.pop(key, None)
+            return lifecycle.pause_for_approval(status, worker=self.worker, approval=approval, error=result.error)
 
-        await self._write(change)
+        stored = await self._write(change)
         self.metrics.approval_wait(self.namespace, env, result)
-        await self._event("waiting_approval", "WaitingApproval", result.error)
+        await self._event(lifecycle.PAUSE_FOR_APPROVAL, stored["status"])
 
     async def succeed(self, duration_ms: int) -> None:
         stored = await self._write(lambda status: self._succeeded(status, duration_ms))
-        self.metrics.finished(self.namespace, self.system, stored.get("status") or {}, duration_ms)
-        await self._event("succeeded", "Succeeded")
+        self.metrics.finished(self.namespace, self.system, stored["status"], duration_ms)
+        await self._event(lifecycle.SUCCEED, stored["status"])
 
-    def _succeeded(self, status: dict, duration_ms: int) -> None:
+    def _succeeded(self, status: dict, duration_ms: int) -> dict:
         output = status.setdefault("output", {})
         output.update({"result": "executed", "duration_ms": str(duration_ms),
                        "final_output": output.get("last_output", "")})
         self._trace(status, "task_summary",
                     message=f"agents={output.get('agents_executed', '0')} duration_ms={duration_ms}")
-        self._history(status, "succeeded", "task execution completed successfully")
-        _finish(status, "Succeeded")
+        return lifecycle.succeed(status, worker=self.worker)
 
     async def fail(self, code: str, message: str, *, phase: str = "Failed") -> None:
-        kind = phase.lower()
+        dead = phase == lifecycle.Phase.DEAD_LETTER.value
 
-        def change(status: dict) -> None:
-            status["lastError"] = message
-            status["errorCode"] = code
-            self._trace(status, f"task_{kind}", error_code=code, message=message)
-            self._history(status, kind, message, code)
-            _finish(status, phase)
+        def change(status: dict) -> dict:
+            self._trace(status, f"task_{phase.lower()}", error_code=code, message=message)
+            return lifecycle.fail(status, worker=self.worker, code=code, message=message, dead_letter=dead)
 
         stored = await self._write(change)
-        self.metrics.finished(self.namespace, self.system, stored.get("status") or {})
-        await self._event(kind, phase, message)
-
-
-def _finish(status: dict, phase: str) -> None:
-    status["phase"] = phase
-    status["completedAt"] = now_rfc3339_nano()
-    for key in ("claimedBy", "assignedWorker", "leaseUntil", "lastHeartbeat", "nextAttemptAt"):
-        status.pop(key, None)
+        self.metrics.finished(self.namespace, self.system, stored["status"])
+        await self._event(lifecycle.DEAD_LETTER if dead else lifecycle.FAIL, stored["status"])

@@ -6,13 +6,12 @@ Used by the executor (pause, resume) and the controller (expiry sweep, resume on
 
 from __future__ import annotations
 
+from orloj_ray.lifecycle import ENGINE_SOURCE as SOURCE
 from orloj_ray.errors import Conflict, NotFound
 from orloj_ray.governance.approvals import DEFAULT_TTL, approval_manifest, grant_view, now_epoch
 from orloj_ray.governance.audit import audit_record, persist
 from orloj_ray.governance.decisions import APPROVAL_DENIED, APPROVAL_EXPIRED, EXPIRED
 from orloj_ray.store.util import mutate_status, now_rfc3339_nano
-
-SOURCE = "task-controller"
 
 
 async def request_approval(store, namespace: str, task: str, message_id: str, agent: str, pending: dict, *,
