@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 
-.PHONY: install run test lint clean
+.PHONY: install run test lint clean browser
 
 $(BIN)/orloj: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ run: install
 lint: install
 	$(BIN)/lint-imports
 
-test: install lint
+# The console tests drive Debian's chromium with Playwright (it cannot download browsers here).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: install lint browser
 	$(PY) -m pytest -q
 
 clean:

@@ -22,6 +22,7 @@ import ray
 from actors import RAY_NAMESPACE, SUPERVISOR_PREFIX, supervisor_name
 from actors.agent_pool import PooledAgentRuntime
 from actors.memory_host import RemoteMemoryService
+from actors.metrics_export import export_to_ray, keep_agent_gauges
 from actors.rate_limiter import RayRateLimiter
 from actors.store_host import process_store
 from orloj_ray.config import ConfigError, ServerConfig
@@ -31,6 +32,7 @@ from orloj_ray.engine.runtime import LocalAgentRuntime
 from orloj_ray.engine.shards import Shards
 from orloj_ray.memory import register_memory
 from orloj_ray.messaging.factory import open_log
+from orloj_ray.observability import default_task_metrics
 from orloj_ray.tools import default_tool_runner
 
 log = logging.getLogger("orloj_ray.supervisor")
@@ -79,6 +81,11 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         self._loop = loop.create_task(self._main(sequential))
         self._peers = loop.create_task(self._watch_peers()) if count > 1 else None
+        self._metrics = default_task_metrics()  # what this process's TaskRecorders feed
+        export_to_ray(self._metrics.registry)
+        # live actors are counted once, by the leader; turns in flight by each supervisor
+        self._gauges = loop.create_task(keep_agent_gauges(self._metrics, self.controller.runtime,
+                                                          count_actors=lambda: self.shards.leader))
 
     def __repr__(self) -> str:
         return f"Supervisor({supervisor_name(self.index)})"
@@ -123,11 +130,16 @@ class Supervisor:
                 "log": self.config.log, "log_ready": mailbox is not None or self.mode == "sequential",
                 "durable_acks": getattr(mailbox.log, "durable_acks", None) if mailbox is not None else None}
 
+    async def metrics(self) -> dict:
+        """This supervisor's metrics snapshot; the API's ``/metrics`` merges every supervisor's."""
+        return self._metrics.registry.snapshot()
+
     async def stop(self, drain_timeout_s: float = DRAIN_TIMEOUT_S) -> dict:
         """Graceful shutdown (``orloj down``): stop claiming, let running turns finish and record,
         release every lease, close the message log. Returns what was drained."""
         if self._peers is not None:
             self._peers.cancel()
+        self._gauges.cancel()
         drained = await self.controller.drain(drain_timeout_s)
         try:
             await asyncio.wait_for(self._loop, timeout=10)

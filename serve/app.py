@@ -8,12 +8,12 @@ No Ray here: ``serve/deployment.py`` wraps this app with Ray Serve, and tests dr
 Modules: ``routes_resources`` (generic CRUD over the 15 kinds), ``sse`` (watch streams),
 ``routes_tasks`` (logs, messages, metrics), ``routes_approvals`` (approve/deny), ``routes_audit`` (audit trail), ``errors`` (the JSON error
 envelope), ``middleware`` (request id, body limit), ``codec`` (body decoding, redaction),
-``routes_webhooks`` (signed TaskWebhook deliveries), ``auth`` (bearer tokens and roles).
+``routes_webhooks`` (signed TaskWebhook deliveries), ``auth`` (bearer tokens and roles), ``ui_routes``
+(the web console at ``/ui/``).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any, Awaitable, Callable
 
 from fastapi import FastAPI
@@ -21,12 +21,16 @@ from fastapi.responses import PlainTextResponse
 
 from serve import auth as api_auth
 from serve import routes_approvals, routes_audit, routes_memories, routes_resources, routes_tasks, routes_webhooks, sse
+from serve import ui_routes
 from serve.codec import now_rfc3339
 from serve.errors import JSONResponse, install_error_handlers
 from serve.middleware import MAX_BODY_BYTES, RequestContext
 from serve.routes_resources import list_all
+from orloj_ray.observability import merge, render
+from orloj_ray.observability.store_metrics import store_snapshot
 
 RuntimeInfo = Callable[[], Awaitable[dict]]
+MetricsSource = Callable[[], Awaitable[list[dict]]]
 
 CAPABILITIES = (
     ("core.api.crud", "Declarative CRUD API for all orloj.dev/v1 resources"),
@@ -41,8 +45,6 @@ NAMESPACE_KINDS = ("Agent", "AgentSystem", "ModelEndpoint", "Tool", "Secret", "M
                    "Worker")
 """Kinds whose namespaces ``/v1/namespaces`` reports (upstream's list)."""
 
-TASK_PHASES = ("Pending", "Running", "WaitingApproval", "Succeeded", "Failed", "DeadLetter")
-
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -54,6 +56,7 @@ def create_app(
     heartbeat_s: float = 15.0,
     wait_s: float = 1.0,
     auth: api_auth.Authenticator | None = None,
+    metrics_source: MetricsSource | None = None,
 ) -> FastAPI:
     """Build the API over ``store``.
 
@@ -61,7 +64,9 @@ def create_app(
     without one). ``max_body_bytes``: request body limit, default 4 MiB as upstream.
     ``heartbeat_s`` / ``wait_s``: SSE keep-alive interval (default 15 s) and the longest wait
     between client-disconnect checks (default 1 s). ``auth``: bearer-token checks
-    (``serve.auth``); None means off, as on a loopback-only API.
+    (``serve.auth``); None means off, as on a loopback-only API. ``metrics_source``: async
+    callable returning the supervisors' metrics snapshots, merged into ``/metrics`` beside the
+    series derived from the Store (``orloj_ray.observability``).
     """
     auth = auth or api_auth.Authenticator.off()
     app = FastAPI(
@@ -99,14 +104,10 @@ def create_app(
         return JSONResponse(await runtime_info() if runtime_info is not None else {})
 
     async def metrics() -> PlainTextResponse:
-        phases = Counter((t.get("status") or {}).get("phase") or "Pending" for t in await list_all(store, "Task"))
-        lines = ["# HELP orloj_tasks Tasks by phase.", "# TYPE orloj_tasks gauge"]
-        for phase in sorted(set(TASK_PHASES) | set(phases)):
-            lines.append(f'orloj_tasks{{phase="{_label(phase)}"}} {phases.get(phase, 0)}')
-        lines += ["# HELP orloj_events_last_id Id of the newest control-plane event.",
-                  "# TYPE orloj_events_last_id counter",
-                  f"orloj_events_last_id {await store.last_event_id()}"]
-        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+        snapshots = [store_snapshot(await list_all(store, "Task"), await store.last_event_id())]
+        if metrics_source is not None:
+            snapshots += await metrics_source()
+        return PlainTextResponse(render(merge(snapshots)), media_type="text/plain; version=0.0.4")
 
     app.add_api_route("/healthz", healthz, methods=ALL_METHODS, name="healthz")
     app.add_api_route("/metrics", metrics, methods=["GET"], name="metrics")
@@ -123,8 +124,5 @@ def create_app(
     routes_memories.register(app, store)
     routes_webhooks.register(app, store)
     api_auth.register(app, auth)
+    ui_routes.register(app)
     return app
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -13,6 +13,7 @@ import ray
 from ray import serve
 
 from actors.memory_host import RemoteMemoryService
+from actors.metrics_export import supervisor_snapshots
 from actors.store_host import process_store
 from orloj_ray.config import ServerConfig
 from serve.app import create_app
@@ -71,7 +72,7 @@ class OrlojApi:
 
     def __serve_build_asgi_app__(self):
         app = create_app(process_store(self._config), runtime_info=self.runtime_info,
-                         auth=Authenticator.from_config(self._config))
+                         auth=Authenticator.from_config(self._config), metrics_source=supervisor_snapshots)
         app.state.memory = RemoteMemoryService()  # the memory host agent actors write to
         return app
 

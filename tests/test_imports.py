@@ -77,3 +77,9 @@ def test_imports_inside_ray_workers(ray_cluster):
 
     files = ray.get(probe.remote(), timeout=60)
     assert set(files) == set(MODULES)
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_web_console(wheel_site):
+    shipped = {p.name for p in (wheel_site / "serve" / "ui").iterdir()}
+    assert shipped == {p.name for p in (REPO / "serve" / "ui").iterdir() if p.is_file()}

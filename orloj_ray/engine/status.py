@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from orloj_ray import lifecycle
 from orloj_ray.errors import Conflict
 from orloj_ray.lifecycle import ENGINE_SOURCE as SOURCE, LEASE_S, TERMINAL, LeaseLost, TaskStopped
+from orloj_ray.observability import TaskMetrics, default_task_metrics
 from orloj_ray.store.base import Event
 from orloj_ray.store.util import clone, mutate_status, now_rfc3339_nano
 
@@ -46,8 +47,10 @@ class ApprovalPause(TaskStopped):
 
 
 class TaskRecorder:
-    def __init__(self, store, task: dict, *, worker: str):
+    def __init__(self, store, task: dict, *, worker: str, metrics: TaskMetrics | None = None):
         self.store = store
+        self.metrics = metrics or default_task_metrics()
+        """Told of each event once its write is stored (``orloj_ray/observability/task_metrics.py``)."""
         self.namespace = task["metadata"]["namespace"]
         self.name = task["metadata"]["name"]
         self.system = (task.get("spec") or {}).get("system", "")
@@ -157,12 +160,15 @@ class TaskRecorder:
                     self._running(status, env, max_attempts)
 
         await self._write(change)
+        self.metrics.started(list(queued), running)
 
     async def message_queued(self, env: Envelope) -> None:
         await self._write(lambda s: self._message(s, env))
+        self.metrics.message(env, "queued")
 
     async def message_running(self, env: Envelope, *, max_attempts: int = 1) -> None:
         await self._write(lambda status: self._running(status, env, max_attempts))
+        self.metrics.message(env, "running")
 
     def _running(self, status: dict, env: Envelope, max_attempts: int) -> None:
         """A delivery of ``env`` starts: counted in its ``attempts`` before the turn runs."""
@@ -178,6 +184,7 @@ class TaskRecorder:
                         message=f"message_id={env.message_id} status={why}")
 
         await self._write(change)
+        self.metrics.message(env, "succeeded")
 
     async def message_retry(self, env: Envelope, error: str, delay_s: float) -> None:
         def change(status: dict) -> None:
@@ -186,6 +193,7 @@ class TaskRecorder:
                         message=f"redelivery of {env.message_id} in {delay_s:g}s: {error}")
 
         await self._write(change)
+        self.metrics.retry(env)
 
     async def turn_waiting(self, env: Envelope, reason: str) -> None:
         """The turn waits for an agent actor slot (every node the agent may use is at its cap)."""
@@ -200,6 +208,7 @@ class TaskRecorder:
                         message=f"join waiting: received={received} required={required}")
 
         await self._write(change)
+        self.metrics.message(env, "succeeded")
 
     async def branch_failed(self, env: Envelope, join_node: str, policy: str, error: str) -> None:
         await self._write(lambda s: self._trace(
@@ -274,7 +283,9 @@ class TaskRecorder:
             return status
 
         stored = await self._write(change)
+        self.metrics.turn_done(self.namespace, env, result, children, running)
         if finished_ms is not None:
+            self.metrics.finished(self.namespace, self.system, stored["status"], finished_ms)
             await self._event(lifecycle.SUCCEED, stored["status"])
 
     async def turn_failed(self, env: Envelope, result: TurnResult | None, error: str) -> None:
@@ -287,6 +298,7 @@ class TaskRecorder:
             self._message(status, env, phase="DeadLetter", last_error=error, processed_at=now_rfc3339_nano())
 
         await self._write(change)
+        self.metrics.turn_failed(self.namespace, env, result)
 
     async def wait_approval(self, env: Envelope, result: TurnResult, approval: str) -> None:
         """Pause for a person: the turn's trace, the message back to RetryPending (the resumed
@@ -298,10 +310,12 @@ class TaskRecorder:
             return lifecycle.pause_for_approval(status, worker=self.worker, approval=approval, error=result.error)
 
         stored = await self._write(change)
+        self.metrics.approval_wait(self.namespace, env, result)
         await self._event(lifecycle.PAUSE_FOR_APPROVAL, stored["status"])
 
     async def succeed(self, duration_ms: int) -> None:
         stored = await self._write(lambda status: self._succeeded(status, duration_ms))
+        self.metrics.finished(self.namespace, self.system, stored["status"], duration_ms)
         await self._event(lifecycle.SUCCEED, stored["status"])
 
     def _succeeded(self, status: dict, duration_ms: int) -> dict:
@@ -320,4 +334,5 @@ class TaskRecorder:
             return lifecycle.fail(status, worker=self.worker, code=code, message=message, dead_letter=dead)
 
         stored = await self._write(change)
+        self.metrics.finished(self.namespace, self.system, stored["status"])
         await self._event(lifecycle.DEAD_LETTER if dead else lifecycle.FAIL, stored["status"])
