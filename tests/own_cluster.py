@@ -49,7 +49,9 @@ class OwnCluster:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         state = self.home / "up.json"
-        self.env = {**os.environ, "ORLOJ_HOME": str(self.home), **(env or {})}
+        inherited = {k: v for k, v in os.environ.items()  # this process's own Ray's settings: not for a new one
+                     if not k.startswith(("RAY_SERVE_HAPROXY_", "RAY_SERVE_ENABLE_HA_PROXY"))}
+        self.env = {**inherited, "ORLOJ_HOME": str(self.home), **(env or {})}
         self.log_path = self.home / "up.log"
         self.home.mkdir(parents=True, exist_ok=True)
         self._driver: subprocess.Popen | None = None

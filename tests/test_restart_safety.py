@@ -27,7 +27,7 @@ import yaml
 
 from counting_tool import AGENTS, CountingTool, counting_manifests
 from pg_server import find_or_start
-from tests_support import free_port, run_orloj
+from tests_support import free_port, kill_ray_cluster, run_orloj
 
 BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.slow, pytest.mark.own_process]
@@ -70,9 +70,9 @@ def _wait_done(api_url: str, timeout: float) -> list[dict]:
 
 
 def _crash(state: dict, home: Path) -> None:
-    """SIGKILL the `orloj up` process, every Ray process, and the nats-server orloj started."""
+    """SIGKILL the `orloj up` process, every process of its Ray cluster, and its nats-server."""
     os.kill(state["pid"], signal.SIGKILL)
-    subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120)
+    assert kill_ray_cluster(state["pid"]) >= 2  # at least its GCS and raylet
     conf = str(home / "jetstream" / "nats.conf")
     for proc in Path("/proc").iterdir():
         try:

@@ -149,8 +149,10 @@ async def test_concurrent_writers_event_ids_follow_commit_order(store, pg_url):
         seen: list[int] = []
         done = asyncio.Event()
 
+        base = await store.last_event_id()
+
         async def follow():
-            cursor = await store.last_event_id()
+            cursor = base
             deadline = time.monotonic() + 20
             while len(seen) < writers and time.monotonic() < deadline:
                 for event in await store.events_after(cursor, timeout_s=1):
@@ -159,7 +161,6 @@ async def test_concurrent_writers_event_ids_follow_commit_order(store, pg_url):
             done.set()
 
         reader = asyncio.create_task(follow())
-        base = await store.last_event_id()
         await asyncio.gather(*((store if i % 2 else other).create(agent(f"w{i}")) for i in range(writers)))
         await asyncio.wait_for(reader, 25)
     assert seen == list(range(base + 1, base + writers + 1))
