@@ -35,6 +35,7 @@ _ENV = {
     "task_retention": "ORLOJ_TASK_RETENTION",
     "auth_mode": "ORLOJ_AUTH_MODE",
     "api_tokens": "ORLOJ_API_TOKENS",
+    "strict_fields": "ORLOJ_STRICT_FIELDS",
 }
 _SECRET_FIELDS = ("api_tokens",)
 
@@ -74,6 +75,8 @@ class ServerConfig:
     """``off`` or ``token``; empty: ``off`` when the API binds loopback, else ``token``."""
     api_tokens: str = field(default="", repr=False)
     """``token:role,token:role`` for ``auth_mode: token`` (roles: reader, writer, controller, admin)."""
+    strict_fields: bool = False
+    """Refuse manifests with unknown fields (400) instead of accepting them with a warning."""
 
     def __post_init__(self) -> None:
         _check("mode", self.mode, MODES)
@@ -117,6 +120,12 @@ class ServerConfig:
         for key in ("mode", "store", "log", "auth_mode"):
             if key in values and isinstance(values[key], str):
                 values[key] = values[key].strip().lower()
+        if isinstance(values.get("strict_fields"), str):
+            flag = values["strict_fields"].strip().lower()
+            if flag not in ("true", "false", "1", "0", "yes", "no", ""):
+                raise ConfigError(f'invalid strict fields "{values["strict_fields"]}": expected true or false '
+                                  "(ORLOJ_STRICT_FIELDS)")
+            values["strict_fields"] = flag in ("true", "1", "yes")
         for key in ("tool_allowed_networks", "tool_exec_paths"):
             items = values.get(key)
             if isinstance(items, str):
@@ -140,6 +149,8 @@ class ServerConfig:
             value = getattr(self, name)
             if isinstance(value, tuple):
                 value = ",".join(value)
+            elif value is True:
+                value = "true"
             if value:
                 out[var] = str(value)
         return out

@@ -43,7 +43,6 @@ NAMESPACE_KINDS = ("Agent", "AgentSystem", "ModelEndpoint", "Tool", "Secret", "M
 
 TASK_PHASES = ("Pending", "Running", "WaitingApproval", "Succeeded", "Failed", "DeadLetter")
 
-ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def create_app(
@@ -54,6 +53,7 @@ def create_app(
     heartbeat_s: float = 15.0,
     wait_s: float = 1.0,
     auth: api_auth.Authenticator | None = None,
+    strict_fields: bool = False,
 ) -> FastAPI:
     """Build the API over ``store``.
 
@@ -61,7 +61,8 @@ def create_app(
     without one). ``max_body_bytes``: request body limit, default 4 MiB as upstream.
     ``heartbeat_s`` / ``wait_s``: SSE keep-alive interval (default 15 s) and the longest wait
     between client-disconnect checks (default 1 s). ``auth``: bearer-token checks
-    (``serve.auth``); None means off, as on a loopback-only API.
+    (``serve.auth``); None means off, as on a loopback-only API. ``strict_fields``: unknown
+    manifest fields are refused (400) instead of answered with a ``Warning`` header.
     """
     auth = auth or api_auth.Authenticator.off()
     app = FastAPI(
@@ -72,6 +73,7 @@ def create_app(
         default_response_class=JSONResponse,
     )
     app.state.store = store
+    app.state.strict_fields = strict_fields
     install_error_handlers(app)
     if auth.enabled:  # added first, so it runs inside RequestContext (request id, body limit)
         app.add_middleware(api_auth.TokenAuth, authenticator=auth)
@@ -108,7 +110,7 @@ def create_app(
                   f"orloj_events_last_id {await store.last_event_id()}"]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
-    app.add_api_route("/healthz", healthz, methods=ALL_METHODS, name="healthz")
+    app.add_api_route("/healthz", healthz, methods=["GET", "HEAD"], name="healthz")
     app.add_api_route("/metrics", metrics, methods=["GET"], name="metrics")
     app.add_api_route("/v1/capabilities", capabilities, methods=["GET"], name="capabilities")
     app.add_api_route("/v1/namespaces", namespaces, methods=["GET"], name="namespaces")

@@ -7,10 +7,10 @@ import datetime as dt
 import json
 from typing import Any
 
-import yaml
 from starlette.requests import Request
 
 from orloj_ray.errors import Conflict, InvalidResource
+from orloj_ray.resources import DocumentError, parse_document
 
 REDACTED = "***"
 
@@ -21,7 +21,10 @@ async def read_document(request: Request, *, json_only: bool = False) -> dict:
     """Decode a manifest body. JSON is tried first; then (unless ``json_only``) YAML.
 
     The format is sniffed from the content, never from ``Content-Type``: upstream's load
-    tester posts raw YAML labelled ``application/json``.
+    tester posts raw YAML labelled ``application/json``. Both are read as the CLI reads files
+    (``orloj_ray.resources.parse_document``: YAML 1.2 core scalars, bounded depth and alias
+    expansion, no NaN or thousand-digit numbers), so a body can only be refused, never make
+    the server run out of time, memory or stack.
     """
     raw = await request.body()
     try:
@@ -30,15 +33,20 @@ async def read_document(request: Request, *, json_only: bool = False) -> dict:
         raise InvalidResource(f"invalid request body: not UTF-8 ({exc})") from exc
     if not text.strip():
         raise InvalidResource("request body is empty: expected a JSON or YAML object")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        if json_only:
-            raise InvalidResource(f"invalid JSON: {exc}") from exc
+    if json_only:
         try:
-            doc = _plain(yaml.safe_load(text))
-        except yaml.YAMLError as yexc:
-            raise InvalidResource(f"invalid manifest: not JSON, and not YAML ({_one_line(yexc)})") from yexc
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidResource(f"invalid JSON: {exc}") from None
+        except (ValueError, RecursionError):
+            pass  # JSON syntax; parse_document says what is wrong with it
+    try:
+        doc = parse_document(text)
+    except DocumentError as exc:
+        message = str(exc)
+        if message.startswith("invalid YAML"):
+            message = f"invalid manifest: not JSON, and not YAML ({_one_line(message)})"
+        raise InvalidResource(message) from None
     if not isinstance(doc, dict):
         raise InvalidResource(f"invalid manifest: expected an object, got {_json_type(doc)}")
     return doc
@@ -51,27 +59,12 @@ async def read_optional_json(request: Request) -> dict:
         return {}
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return doc if isinstance(doc, dict) else {}
 
 
-def _plain(value: Any) -> Any:
-    """YAML timestamps/dates become strings, so a manifest stays JSON-shaped."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is not None and value.utcoffset() == dt.timedelta(0):
-            return value.replace(tzinfo=None).isoformat() + "Z"
-        return value.isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return value
-
-
-def _one_line(exc: Exception) -> str:
+def _one_line(exc: Exception | str) -> str:
     return " ".join(str(exc).split())
 
 
@@ -79,6 +72,18 @@ def _json_type(value: Any) -> str:
     if value is None:
         return "null"
     return {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "value")
+
+
+def add_warnings(response: Any, warnings: list[dict]) -> Any:
+    """One ``Warning: 299 - "<text>"`` header per warning, as the Kubernetes API server
+    sends them (RFC 7234 warn-code 299, "miscellaneous persistent warning"); text outside
+    Latin-1 is escaped."""
+    for warning in warnings:
+        text = warning["message"].replace("\\", "\\\\").replace('"', '\\"')
+        text = text.encode("latin-1", "backslashreplace").decode("latin-1")
+        text = "".join(c if c >= " " else " " for c in text)
+        response.headers.append("Warning", f'299 - "{text}"')
+    return response
 
 
 def metadata_of(doc: dict) -> dict:

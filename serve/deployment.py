@@ -57,7 +57,8 @@ class OrlojApi:
 
     def __serve_build_asgi_app__(self):
         app = create_app(RemoteStore(), runtime_info=self.runtime_info,
-                         auth=Authenticator.from_config(self._config))
+                         auth=Authenticator.from_config(self._config),
+                         strict_fields=self._config.strict_fields)
         app.state.memory = RemoteMemoryService()  # the memory host agent actors write to
         return app
 
