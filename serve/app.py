@@ -8,7 +8,9 @@ No Ray here: ``serve/deployment.py`` wraps this app with Ray Serve, and tests dr
 Modules: ``routes_resources`` (generic CRUD over the 15 kinds), ``sse`` (watch streams),
 ``routes_tasks`` (logs, messages, metrics), ``routes_approvals`` (approve/deny), ``routes_audit`` (audit trail), ``errors`` (the JSON error
 envelope), ``middleware`` (request id, body limit), ``codec`` (body decoding, redaction),
-``routes_webhooks`` (signed TaskWebhook deliveries), ``auth`` (bearer tokens and roles).
+``routes_webhooks`` (signed TaskWebhook deliveries), ``auth`` (bearer tokens and roles),
+``routes_native_auth`` (upstream's password routes, answered "use tokens"), ``openapi``
+(``/openapi.json`` and ``/docs``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,17 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
 from serve import auth as api_auth
-from serve import routes_approvals, routes_audit, routes_memories, routes_resources, routes_tasks, routes_webhooks, sse
+from serve import (
+    openapi,
+    routes_approvals,
+    routes_audit,
+    routes_memories,
+    routes_native_auth,
+    routes_resources,
+    routes_tasks,
+    routes_webhooks,
+    sse,
+)
 from serve.codec import now_rfc3339
 from serve.errors import JSONResponse, install_error_handlers
 from serve.middleware import MAX_BODY_BYTES, RequestContext
@@ -125,6 +137,8 @@ def create_app(
     routes_memories.register(app, store)
     routes_webhooks.register(app, store)
     api_auth.register(app, auth)
+    routes_native_auth.register(app)
+    openapi.register(app)
     return app
 
 

@@ -76,14 +76,20 @@ def _json_type(value: Any) -> str:
 
 def add_warnings(response: Any, warnings: list[dict]) -> Any:
     """One ``Warning: 299 - "<text>"`` header per warning, as the Kubernetes API server
-    sends them (RFC 7234 warn-code 299, "miscellaneous persistent warning"); text outside
-    Latin-1 is escaped."""
+    sends them (RFC 7234 warn-code 299, "miscellaneous persistent warning"); anything but
+    printable ASCII is escaped (``\\u20ac``), so no field name can break the header."""
     for warning in warnings:
-        text = warning["message"].replace("\\", "\\\\").replace('"', '\\"')
-        text = text.encode("latin-1", "backslashreplace").decode("latin-1")
-        text = "".join(c if c >= " " else " " for c in text)
+        text = "".join(_header_char(c) for c in warning["message"])
         response.headers.append("Warning", f'299 - "{text}"')
     return response
+
+
+def _header_char(c: str) -> str:
+    if c in '"\\':
+        return "\\" + c
+    if " " <= c <= "~":
+        return c
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}"
 
 
 def metadata_of(doc: dict) -> dict:
