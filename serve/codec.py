@@ -9,8 +9,9 @@ from typing import Any
 
 from starlette.requests import Request
 
+from orloj_ray.engine.resolve import default_endpoint
 from orloj_ray.errors import Conflict, InvalidResource
-from orloj_ray.resources import DocumentError, parse_document
+from orloj_ray.resources import DocumentError, parse_document, upstream_view
 
 REDACTED = "***"
 
@@ -138,6 +139,29 @@ def redact(obj: Any) -> Any:
     if not isinstance(obj, dict) or str(obj.get("kind", "")).lower() != "secret":
         return obj
     return redact_secret(obj)
+
+
+class Presenter:
+    """What a response shows of stored objects: Secrets redacted (``redact``), Agents in the
+    announcement's form also in upstream's shape (``resources.upstream_view``, ``model_ref``
+    being the namespace's default ModelEndpoint, looked up once per namespace)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._defaults: dict[str, str] = {}
+
+    async def __call__(self, obj: dict) -> dict:
+        if str(obj.get("kind", "")).lower() != "agent":
+            return redact(obj)
+        spec = obj.get("spec") or {}
+        endpoint = ""
+        if spec.get("model") and not spec.get("model_ref"):
+            namespace = (obj.get("metadata") or {}).get("namespace") or "default"
+            if namespace not in self._defaults:
+                found = await default_endpoint(self._store, namespace)
+                self._defaults[namespace] = found["metadata"]["name"] if found else ""
+            endpoint = self._defaults[namespace]
+        return upstream_view(obj, endpoint)
 
 
 def redact_secret(obj: dict) -> dict:

@@ -14,12 +14,12 @@ from orloj_ray.resources import normalize
 from orloj_ray.resources.kinds import KINDS, KindInfo
 from orloj_ray.store import parse_label_selector
 from serve.codec import (
+    Presenter,
     add_warnings,
     body_resource_version,
     expected_version,
     metadata_of,
     read_document,
-    redact,
 )
 from serve.errors import JSONResponse
 
@@ -141,7 +141,8 @@ def _register_kind(app: FastAPI, store, info: KindInfo) -> None:
             if items and len(items) == limit:
                 last = items[-1]["metadata"]
                 cont = last["name"] if ns else f"{last.get('namespace', 'default')}/{last['name']}"
-        body: dict = {"items": [redact(o) for o in items]}
+        present = Presenter(store)
+        body: dict = {"items": [await present(o) for o in items]}
         if cont:
             body["continue"] = cont
         return JSONResponse(body)
@@ -151,11 +152,11 @@ def _register_kind(app: FastAPI, store, info: KindInfo) -> None:
         warnings: list[dict] = []
         obj = normalize_for(doc, info, query_namespace(request), warnings=warnings, strict=strict_fields(request))
         stored, _created = await store.upsert(obj)
-        return add_warnings(JSONResponse(redact(stored), status_code=201), warnings)
+        return add_warnings(JSONResponse(await Presenter(store)(stored), status_code=201), warnings)
 
     async def get_item(request: Request, name: str) -> Response:
         obj = await store.get(kind, item_namespace(request), name)
-        return JSONResponse(redact(obj))
+        return JSONResponse(await Presenter(store)(obj))
 
     async def replace_item(request: Request, name: str) -> Response:
         doc = await read_document(request)
@@ -164,7 +165,7 @@ def _register_kind(app: FastAPI, store, info: KindInfo) -> None:
         warnings: list[dict] = []
         obj = normalize_for(doc, info, query_namespace(request), warnings=warnings, strict=strict_fields(request))
         stored = await store.update(obj, expected)
-        return add_warnings(JSONResponse(redact(stored)), warnings)
+        return add_warnings(JSONResponse(await Presenter(store)(stored)), warnings)
 
     async def delete_item(request: Request, name: str) -> Response:
         await store.delete(kind, item_namespace(request), name)

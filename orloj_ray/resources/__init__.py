@@ -12,6 +12,7 @@ from orloj_ray.resources.dialect import (
     expand_agent,
     grant_permission,
     permission_strings,
+    upstream_view,
 )
 from orloj_ray.resources.durations import parse_duration
 from orloj_ray.resources.envelope import Metadata, Resource
@@ -46,4 +47,5 @@ __all__ = [
     "parse_duration",
     "parse_resource",
     "permission_strings",
+    "upstream_view",
 ]

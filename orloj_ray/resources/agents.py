@@ -4,7 +4,9 @@ Agent accepts upstream's form (``model_ref``, ``tools: [name, ...]``) and the an
 dialect: ``model`` (served by the namespace's default ModelEndpoint), tools written as
 ``{name, permissions: [{read: compliance_docs}, ...]}`` and a ``governance`` block. The dialect
 fields are stored as written; ``dialect.expand_agent`` derives the AgentRole and AgentPolicy
-they imply. See docs/compatibility.md.
+they imply, and ``dialect.upstream_view`` is how the API shows such an agent to upstream
+clients (``model_ref``, tool names, the generated role, the grants beside in ``tool_grants``).
+Normalizing that view gives back the stored agent. See docs/compatibility.md.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from orloj_ray.resources.envelope import Metadata, Resource
 from orloj_ray.resources.tasks import TaskRequirements
 
 MEMORY_OPERATIONS = ("read", "write", "search", "list", "ingest")
+DERIVED_ANNOTATION = "orloj.dev/derived"
+"""Set by ``dialect.upstream_view`` on what it filled in (``spec.model_ref``), so that writing
+the view back does not pin the agent to the endpoint that was the default when it was read."""
 JOIN_MODES = ("wait_for_all", "quorum")
 JOIN_FAILURE_MODES = ("deadletter", "skip", "continue_partial")
 
@@ -129,6 +134,9 @@ class AgentSpec(Spec):
     model: Str = ""
     prompt: Str = ""
     tools: list[ToolEntry] = []
+    tool_grants: list[AgentTool] = []
+    """Write-only: the tools written as objects, as ``dialect.upstream_view`` shows them beside
+    ``tools`` (names); folded back into ``tools`` by ``normalize``."""
     allowed_tools: list[Str] = []
     roles: list[Str] = []
     memory: AgentMemory = Field(default_factory=AgentMemory)
@@ -144,6 +152,7 @@ class AgentSpec(Spec):
     """orloj-ray extension: scale between min and max replicas on mailbox depth."""
 
     def normalize(self, meta: Metadata, status: dict[str, Any], now: datetime) -> None:
+        self._fold_upstream_view(meta)
         self.model_ref = self.model_ref.strip()
         self.model = self.model.strip()
         if not self.model_ref and not self.model:
@@ -153,6 +162,8 @@ class AgentSpec(Spec):
         self._normalize_tools()
         self.allowed_tools = unique(self.allowed_tools)
         self.roles = unique(self.roles)
+        if any(isinstance(t, AgentTool) for t in self.tools):  # the generated role is implied, not listed
+            self.roles = [r for r in self.roles if r.lower() != f"{meta.name}-grants".lower()]
         self._normalize_memory()
         self._normalize_execution()
         self._normalize_scaling()
@@ -163,6 +174,22 @@ class AgentSpec(Spec):
             check_duration(self.limits.timeout, "spec.limits.timeout", positive=True)
         if self.governance is not None:
             self._check_governance(self.governance)
+
+    def _fold_upstream_view(self, meta: Metadata) -> None:
+        """Undo ``dialect.upstream_view``: grants back into ``tools``, a derived ``model_ref``
+        dropped (the generated role is dropped from ``roles`` after the tools are normalized)."""
+        derived = meta.annotations.pop(DERIVED_ANNOTATION, "")
+        if "spec.model_ref" in derived.split(",") and self.model.strip():
+            self.model_ref = ""
+        grants = {g.name.strip().lower(): g for g in self.tool_grants if g.name.strip()}
+        self.tool_grants = []
+        if not grants:
+            return
+        tools: list[str | AgentTool] = []
+        for tool in self.tools:
+            key = (tool if isinstance(tool, str) else tool.name).strip().lower()
+            tools.append(grants.pop(key, tool))
+        self.tools = tools + list(grants.values())
 
     def _normalize_tools(self) -> None:
         tools: list[str | AgentTool] = []
