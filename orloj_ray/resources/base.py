@@ -6,7 +6,7 @@
 * ``Wire``: the base model. Every snake_case field also accepts its camelCase spelling on input
   (upstream's YAML reader accepts ``modelRef``, ``maxTurns``, ...), unknown fields are ignored,
   and ``wire()`` writes the JSON shape Go's ``encoding/json`` gives upstream's structs.
-* ``validate()``: pydantic errors become ``InvalidResource`` naming the field path.
+* ``validate_all()``: pydantic errors become reports naming the field path.
 * ``collecting()``, ``report()``, ``warn()``: a check reports every problem of a document at
   once. Inside ``collecting()`` a ``report`` is recorded and the check goes on (a bad enum
   takes its default, so later rules still run); outside it raises at once.
@@ -221,16 +221,6 @@ def _problem_message(err: dict, path: str) -> str:
     return f"{path}: {err['msg']}"
 
 
-def validate(model: type[Wire], data: Any, prefix: str = "") -> Any:
-    """``model.model_validate(data)``, raising ``InvalidResource`` for the first problem."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        path = field_path(err["loc"], prefix)
-        raise InvalidResource(_problem_message(err, path), field=path) from None
-
-
 _MAX_PASSES = 50
 
 
@@ -324,8 +314,9 @@ def input_names(model: type[Wire]) -> dict[str, str]:
 
 
 def unknown_fields(obj: Any, data: Any, path: str = "") -> Iterator[tuple[str, str]]:
-    """``(field path, message)`` for each key of ``data`` that no field of the validated
-    ``obj`` reads, walking nested models, lists and maps of models alongside the input."""
+    """``(field path, suggestion)`` for each key of ``data`` that no field of the validated
+    ``obj`` reads, walking nested models, lists and maps of models alongside the input; the
+    suggestion is the closest field name ("" when none is close)."""
     if isinstance(obj, Wire) and isinstance(data, dict):
         model = type(obj)
         if model.model_config.get("extra") == "forbid":
@@ -335,7 +326,7 @@ def unknown_fields(obj: Any, data: Any, path: str = "") -> Iterator[tuple[str, s
             key_path = f"{path}.{key}" if path else str(key)
             name = names.get(key) if isinstance(key, str) else None
             if name is None:
-                yield key_path, _unknown_message(key_path, str(key), model)
+                yield key_path, _closest(str(key), model)
             else:
                 yield from unknown_fields(getattr(obj, name), value, key_path)
     elif isinstance(obj, list) and isinstance(data, list):
@@ -347,11 +338,10 @@ def unknown_fields(obj: Any, data: Any, path: str = "") -> Iterator[tuple[str, s
                 yield from unknown_fields(obj[key], value, f"{path}.{key}")
 
 
-def _unknown_message(path: str, key: str, model: type[Wire]) -> str:
+def _closest(key: str, model: type[Wire]) -> str:
     wire_names = [camel(n) if n in model.CAMEL else n for n in model.model_fields]
     close = difflib.get_close_matches(key, wire_names, n=1, cutoff=0.6)
-    hint = f' (did you mean "{close[0]}"?)' if close else ""
-    return f"{path}: unknown field, ignored{hint}"
+    return close[0] if close else ""
 
 
 def invalid(field: str, message: str) -> InvalidResource:

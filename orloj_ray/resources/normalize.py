@@ -51,11 +51,12 @@ def check(doc: Any, *, kind: str | None = None, now: datetime | None = None,
         resource, bad = validate_all(model, doc)
         typed = len(found.errors)
         if resource is not None:
-            for path, message in unknown_fields(resource, doc):
+            for path, closest in unknown_fields(resource, doc):
+                hint = f' (did you mean "{closest}"?)' if closest else ""
                 if strict:
-                    report(path, message.replace(", ignored", ""))
+                    report(path, f"{path}: unknown field{hint}")
                 else:
-                    warn(path, message)
+                    warn(path, f"{path}: unknown field, ignored{hint}")
             try:
                 resource.normalize(now or datetime.now(timezone.utc))
             except InvalidResource as exc:
