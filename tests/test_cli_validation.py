@@ -32,7 +32,7 @@ def test_validate_reports_every_error_of_a_document(tmp_path, capsys):
     assert main(["validate", "-f", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "invalid spec.replicas -1: expected >= 0" in err and "spec.model_ref is required" in err
-    assert 'did you mean "model_ref"' in err
+    assert 'did you mean "model_ref"' in err and "0 valid, 1 invalid:" in err
 
 
 @pytest.mark.parametrize("text", ["[" * 10_000 + "]" * 10_000, "a: " + "{b: " * 10_000 + "1" + "}" * 10_000,

@@ -26,7 +26,7 @@ def _manifest_errors_exit(exc) -> None:
     errors = getattr(exc, "errors", None) or [exc]
     for err in errors:
         print(f"error: {format_manifest_error(err)}", file=sys.stderr)
-    n = len(errors)
+    n = len({(getattr(e, "source", ""), getattr(e, "index", None)) for e in errors})  # one line per problem
     print(f"error: {n} invalid document{'s' if n != 1 else ''}; nothing was applied", file=sys.stderr)
     raise typer.Exit(1)
 
@@ -125,28 +125,31 @@ def validate(
     from orloj_ray.errors import OrlojError
     from orloj_ray.resources import ManifestError, ManifestErrors, load_path
 
-    valid, errors = 0, []
+    valid, errors, invalid = 0, [], set()
     for root in files:
         try:
             paths = manifest_files(root)
         except OrlojError as exc:
             errors.append(exc.message)
+            invalid.add((str(root), None))
             continue
         for path in paths:
             try:
                 manifests = load_path(path, strict=strict)
             except ManifestErrors as exc:
                 errors.extend(format_manifest_error(e) for e in exc.errors)
+                invalid.update((e.source, e.index) for e in exc.errors)
                 continue
             except ManifestError as exc:
                 errors.append(format_manifest_error(exc))
+                invalid.add((exc.source, exc.index))
                 continue
             for m in manifests:
                 valid += 1
                 echo(f"  valid  {str(m.kind).lower()}/{m.name}  ({m.source})")
                 _print_warnings(m.source, m.index, m.warnings)
     if errors:
-        print(f"{valid} valid, {len(errors)} invalid:", file=sys.stderr)
+        print(f"{valid} valid, {len(invalid)} invalid:", file=sys.stderr)
         for line in errors:
             print(f"  error  {line}", file=sys.stderr)
         raise typer.Exit(1)
