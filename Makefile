@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 
-.PHONY: install run test lint clean browser
+.PHONY: install run test lint fuzz clean browser
 
 $(BIN)/orloj: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ browser:
 
 test: install lint browser
 	$(PY) -m pytest -q
+
+# The API fuzzed deeper than in `make test` (tests/fuzz/README.md); about 6 minutes.
+fuzz: install
+	FUZZ_EXAMPLES=100 FUZZ_MANIFESTS=1500 $(PY) -m pytest -q tests/test_api_fuzz.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -38,6 +38,7 @@ _ENV = {
     "agent_idle_ttl": "ORLOJ_AGENT_IDLE_TTL",
     "max_agent_actors": "ORLOJ_MAX_AGENT_ACTORS",
     "supervisors": "ORLOJ_SUPERVISORS",
+    "strict_fields": "ORLOJ_STRICT_FIELDS",
 }
 _INT_FIELDS = ("max_agent_actors", "supervisors")
 _SECRET_FIELDS = ("api_tokens",)
@@ -85,6 +86,8 @@ class ServerConfig:
     """Live agent actors per Ray node; 0 = derived from the node's memory (``fleet.default_cap``)."""
     supervisors: int = 1
     """Supervisor actors (``orloj:supervisor:<i>``), each claiming a share of the tasks."""
+    strict_fields: bool = False
+    """Refuse manifests with unknown fields (400) instead of accepting them with a warning."""
 
     def __post_init__(self) -> None:
         _check("mode", self.mode, MODES)
@@ -146,6 +149,12 @@ class ServerConfig:
                     flag = "--" + key.replace("_", "-")
                     raise ConfigError(f"{key.replace('_', ' ')} must be a whole number, got {values[key]!r} "
                                       f"({flag}, or {_ENV[key]})") from None
+        if isinstance(values.get("strict_fields"), str):
+            flag = values["strict_fields"].strip().lower()
+            if flag not in ("true", "false", "1", "0", "yes", "no", ""):
+                raise ConfigError(f'invalid strict fields "{values["strict_fields"]}": expected true or false '
+                                  "(ORLOJ_STRICT_FIELDS)")
+            values["strict_fields"] = flag in ("true", "1", "yes")
         for key in ("tool_allowed_networks", "tool_exec_paths"):
             items = values.get(key)
             if isinstance(items, str):
@@ -169,6 +178,8 @@ class ServerConfig:
             value = getattr(self, name)
             if isinstance(value, tuple):
                 value = ",".join(value)
+            elif value is True:
+                value = "true"
             if value:
                 out[var] = str(value)
         return out

@@ -42,8 +42,29 @@ def _rebuild(cls, message, field, code):
 
 
 class InvalidResource(OrlojError):
+    """A bad manifest or request. ``problems`` lists every problem found (``{"field",
+    "message"}``), the first of which is ``field``; ``message`` joins them with "; "."""
+
     code = "invalid"
     status = 400
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None,
+                 problems: list[dict] | None = None):
+        super().__init__(message, field=field, code=code)
+        self.problems = list(problems or [])
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        if len(self.problems) > 1:
+            out["error"]["details"] = [dict(p) for p in self.problems]
+        return out
+
+    def __reduce__(self):
+        return (_rebuild_invalid, (type(self), self.message, self.field, self.code, self.problems))
+
+
+def _rebuild_invalid(cls, message, field, code, problems):
+    return cls(message, field=field, code=code, problems=problems)
 
 
 class NotFound(OrlojError):

@@ -115,8 +115,13 @@ def parse_timestamp(value: str) -> datetime:
     if not value:
         raise ValueError("empty timestamp")
     if value.lstrip("-").isdigit():
+        if len(value) > 20:  # past year 9999 in any unit: fromtimestamp would overflow
+            raise ValueError("timestamp out of range")
         n = int(value)
-        return datetime.fromtimestamp(n / 1000 if n > 1_000_000_000_000 else n, timezone.utc)
+        try:
+            return datetime.fromtimestamp(n / 1000 if n > 1_000_000_000_000 else n, timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError("timestamp out of range") from None
     try:
         ts = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:

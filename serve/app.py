@@ -8,8 +8,9 @@ No Ray here: ``serve/deployment.py`` wraps this app with Ray Serve, and tests dr
 Modules: ``routes_resources`` (generic CRUD over the 15 kinds), ``sse`` (watch streams),
 ``routes_tasks`` (logs, messages, metrics), ``routes_approvals`` (approve/deny), ``routes_audit`` (audit trail), ``errors`` (the JSON error
 envelope), ``middleware`` (request id, body limit), ``codec`` (body decoding, redaction),
-``routes_webhooks`` (signed TaskWebhook deliveries), ``auth`` (bearer tokens and roles), ``ui_routes``
-(the web console at ``/ui/``).
+``routes_webhooks`` (signed TaskWebhook deliveries), ``auth`` (bearer tokens and roles),
+``routes_native_auth`` (upstream's password routes, answered "use tokens"), ``openapi``
+(``/openapi.json`` and ``/docs``), ``ui_routes`` (the web console at ``/ui/``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,18 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
 from serve import auth as api_auth
-from serve import routes_approvals, routes_audit, routes_memories, routes_resources, routes_tasks, routes_webhooks, sse
-from serve import ui_routes
+from serve import (
+    openapi,
+    routes_approvals,
+    routes_audit,
+    routes_memories,
+    routes_native_auth,
+    routes_resources,
+    routes_tasks,
+    routes_webhooks,
+    sse,
+    ui_routes,
+)
 from serve.codec import now_rfc3339
 from serve.errors import JSONResponse, install_error_handlers
 from serve.middleware import MAX_BODY_BYTES, RequestContext
@@ -45,7 +56,6 @@ NAMESPACE_KINDS = ("Agent", "AgentSystem", "ModelEndpoint", "Tool", "Secret", "M
                    "Worker")
 """Kinds whose namespaces ``/v1/namespaces`` reports (upstream's list)."""
 
-ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def create_app(
@@ -57,6 +67,7 @@ def create_app(
     wait_s: float = 1.0,
     auth: api_auth.Authenticator | None = None,
     metrics_source: MetricsSource | None = None,
+    strict_fields: bool = False,
 ) -> FastAPI:
     """Build the API over ``store``.
 
@@ -66,7 +77,8 @@ def create_app(
     between client-disconnect checks (default 1 s). ``auth``: bearer-token checks
     (``serve.auth``); None means off, as on a loopback-only API. ``metrics_source``: async
     callable returning the supervisors' metrics snapshots, merged into ``/metrics`` beside the
-    series derived from the Store (``orloj_ray.observability``).
+    series derived from the Store (``orloj_ray.observability``). ``strict_fields``: unknown
+    manifest fields are refused (400) instead of answered with a ``Warning`` header.
     """
     auth = auth or api_auth.Authenticator.off()
     app = FastAPI(
@@ -77,6 +89,7 @@ def create_app(
         default_response_class=JSONResponse,
     )
     app.state.store = store
+    app.state.strict_fields = strict_fields
     install_error_handlers(app)
     if auth.enabled:  # added first, so it runs inside RequestContext (request id, body limit)
         app.add_middleware(api_auth.TokenAuth, authenticator=auth)
@@ -109,7 +122,7 @@ def create_app(
             snapshots += await metrics_source()
         return PlainTextResponse(render(merge(snapshots)), media_type="text/plain; version=0.0.4")
 
-    app.add_api_route("/healthz", healthz, methods=ALL_METHODS, name="healthz")
+    app.add_api_route("/healthz", healthz, methods=["GET", "HEAD"], name="healthz")
     app.add_api_route("/metrics", metrics, methods=["GET"], name="metrics")
     app.add_api_route("/v1/capabilities", capabilities, methods=["GET"], name="capabilities")
     app.add_api_route("/v1/namespaces", namespaces, methods=["GET"], name="namespaces")
@@ -125,4 +138,6 @@ def create_app(
     routes_webhooks.register(app, store)
     api_auth.register(app, auth)
     ui_routes.register(app)
+    routes_native_auth.register(app)
+    openapi.register(app)
     return app

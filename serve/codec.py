@@ -7,10 +7,11 @@ import datetime as dt
 import json
 from typing import Any
 
-import yaml
 from starlette.requests import Request
 
+from orloj_ray.engine.resolve import default_endpoint
 from orloj_ray.errors import Conflict, InvalidResource
+from orloj_ray.resources import DocumentError, parse_document, upstream_view
 
 REDACTED = "***"
 
@@ -21,7 +22,10 @@ async def read_document(request: Request, *, json_only: bool = False) -> dict:
     """Decode a manifest body. JSON is tried first; then (unless ``json_only``) YAML.
 
     The format is sniffed from the content, never from ``Content-Type``: upstream's load
-    tester posts raw YAML labelled ``application/json``.
+    tester posts raw YAML labelled ``application/json``. Both are read as the CLI reads files
+    (``orloj_ray.resources.parse_document``: YAML 1.2 core scalars, bounded depth and alias
+    expansion, no NaN or thousand-digit numbers), so a body can only be refused, never make
+    the server run out of time, memory or stack.
     """
     raw = await request.body()
     try:
@@ -30,15 +34,20 @@ async def read_document(request: Request, *, json_only: bool = False) -> dict:
         raise InvalidResource(f"invalid request body: not UTF-8 ({exc})") from exc
     if not text.strip():
         raise InvalidResource("request body is empty: expected a JSON or YAML object")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        if json_only:
-            raise InvalidResource(f"invalid JSON: {exc}") from exc
+    if json_only:
         try:
-            doc = _plain(yaml.safe_load(text))
-        except yaml.YAMLError as yexc:
-            raise InvalidResource(f"invalid manifest: not JSON, and not YAML ({_one_line(yexc)})") from yexc
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidResource(f"invalid JSON: {exc}") from None
+        except (ValueError, RecursionError):
+            pass  # JSON syntax; parse_document says what is wrong with it
+    try:
+        doc = parse_document(text)
+    except DocumentError as exc:
+        message = str(exc)
+        if message.startswith("invalid YAML"):
+            message = f"invalid manifest: not JSON, and not YAML ({_one_line(message)})"
+        raise InvalidResource(message) from None
     if not isinstance(doc, dict):
         raise InvalidResource(f"invalid manifest: expected an object, got {_json_type(doc)}")
     return doc
@@ -51,27 +60,12 @@ async def read_optional_json(request: Request) -> dict:
         return {}
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return doc if isinstance(doc, dict) else {}
 
 
-def _plain(value: Any) -> Any:
-    """YAML timestamps/dates become strings, so a manifest stays JSON-shaped."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is not None and value.utcoffset() == dt.timedelta(0):
-            return value.replace(tzinfo=None).isoformat() + "Z"
-        return value.isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return value
-
-
-def _one_line(exc: Exception) -> str:
+def _one_line(exc: Exception | str) -> str:
     return " ".join(str(exc).split())
 
 
@@ -79,6 +73,24 @@ def _json_type(value: Any) -> str:
     if value is None:
         return "null"
     return {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "value")
+
+
+def add_warnings(response: Any, warnings: list[dict]) -> Any:
+    """One ``Warning: 299 - "<text>"`` header per warning, as the Kubernetes API server
+    sends them (RFC 7234 warn-code 299, "miscellaneous persistent warning"); anything but
+    printable ASCII is escaped (``\\u20ac``), so no field name can break the header."""
+    for warning in warnings:
+        text = "".join(_header_char(c) for c in warning["message"])
+        response.headers.append("Warning", f'299 - "{text}"')
+    return response
+
+
+def _header_char(c: str) -> str:
+    if c in '"\\':
+        return "\\" + c
+    if " " <= c <= "~":
+        return c
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}"
 
 
 def metadata_of(doc: dict) -> dict:
@@ -127,6 +139,29 @@ def redact(obj: Any) -> Any:
     if not isinstance(obj, dict) or str(obj.get("kind", "")).lower() != "secret":
         return obj
     return redact_secret(obj)
+
+
+class Presenter:
+    """What a response shows of stored objects: Secrets redacted (``redact``), Agents in the
+    announcement's form also in upstream's shape (``resources.upstream_view``, ``model_ref``
+    being the namespace's default ModelEndpoint, looked up once per namespace)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._defaults: dict[str, str] = {}
+
+    async def __call__(self, obj: dict) -> dict:
+        if str(obj.get("kind", "")).lower() != "agent":
+            return redact(obj)
+        spec = obj.get("spec") or {}
+        endpoint = ""
+        if spec.get("model") and not spec.get("model_ref"):
+            namespace = (obj.get("metadata") or {}).get("namespace") or "default"
+            if namespace not in self._defaults:
+                found = await default_endpoint(self._store, namespace)
+                self._defaults[namespace] = found["metadata"]["name"] if found else ""
+            endpoint = self._defaults[namespace]
+        return upstream_view(obj, endpoint)
 
 
 def redact_secret(obj: dict) -> dict:

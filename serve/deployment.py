@@ -72,7 +72,8 @@ class OrlojApi:
 
     def __serve_build_asgi_app__(self):
         app = create_app(process_store(self._config), runtime_info=self.runtime_info,
-                         auth=Authenticator.from_config(self._config), metrics_source=supervisor_snapshots)
+                         auth=Authenticator.from_config(self._config), metrics_source=supervisor_snapshots,
+                         strict_fields=self._config.strict_fields)
         app.state.memory = RemoteMemoryService()  # the memory host agent actors write to
         return app
 

@@ -1,7 +1,7 @@
 """Generic CRUD over the 15 collections of ``orloj_ray.resources.kinds`` (api.md sections 3-4, 6).
 
 One set of handlers, bound per collection by ``register``; what differs between kinds comes
-from ``KindInfo`` (status route or not) and two small tables below (no PUT; DELETE body).
+from ``KindInfo`` (status route or not) and one small table below (JSON-only POST).
 """
 
 from __future__ import annotations
@@ -15,19 +15,17 @@ from orloj_ray.resources import normalize
 from orloj_ray.resources.kinds import KINDS, KindInfo
 from orloj_ray.store import parse_label_selector
 from serve.codec import (
+    Presenter,
+    add_warnings,
     body_resource_version,
     expected_version,
     metadata_of,
     read_document,
-    redact,
 )
 from serve.errors import JSONResponse
 
 MAX_LIST_LIMIT = 1000
 """Upstream clamps ``limit`` to 1..1000 and returns at most 1000 items by default."""
-
-NO_PUT = frozenset({"ToolApproval", "McpServer"})
-"""Kinds without ``PUT /v1/<c>/{name}`` upstream."""
 
 JSON_ONLY_POST = frozenset({"ToolApproval"})
 """Kinds whose POST body must be JSON (upstream: ``400 invalid JSON: ...``)."""
@@ -42,6 +40,12 @@ def query_namespace(request: Request) -> str | None:
 def item_namespace(request: Request) -> str:
     """The key namespace on item routes: ``?namespace=``, default ``default``."""
     return query_namespace(request) or "default"
+
+
+def strict_fields(request: Request) -> bool:
+    """Whether unknown fields are refused (``create_app(strict_fields=True)``,
+    ``ORLOJ_STRICT_FIELDS``) instead of answered with a ``Warning`` header."""
+    return bool(getattr(request.app.state, "strict_fields", False))
 
 
 def parse_limit(raw: str | None) -> int:
@@ -76,14 +80,16 @@ def check_kind(doc: dict, info: KindInfo) -> None:
         raise InvalidResource(f'unsupported kind "{kind}" for {info.kind}', field="kind")
 
 
-def normalize_for(doc: dict, info: KindInfo, request_ns: str | None) -> dict:
-    """Kind check, request-namespace check and ``normalize``, keeping the body's resourceVersion."""
+def normalize_for(doc: dict, info: KindInfo, request_ns: str | None, *, warnings: list[dict] | None = None,
+                  strict: bool = False) -> dict:
+    """Kind check, request-namespace check and ``normalize``, keeping the body's resourceVersion.
+    ``warnings`` receives what validation warns about; ``strict``: unknown fields are errors."""
     check_kind(doc, info)
     meta = metadata_of(doc)
     body_rv = body_resource_version(doc)
     if request_ns and not str(meta.get("namespace") or "").strip():
         meta["namespace"] = request_ns
-    obj = normalize(doc, kind=info.kind)
+    obj = normalize(doc, kind=info.kind, warnings=warnings, strict=strict)
     # The store keys objects by kind: always hand it the canonical spelling.
     obj["kind"] = info.kind
     obj_meta = obj.setdefault("metadata", {})
@@ -136,28 +142,31 @@ def _register_kind(app: FastAPI, store, info: KindInfo) -> None:
             if items and len(items) == limit:
                 last = items[-1]["metadata"]
                 cont = last["name"] if ns else f"{last.get('namespace', 'default')}/{last['name']}"
-        body: dict = {"items": [redact(o) for o in items]}
+        present = Presenter(store)
+        body: dict = {"items": [await present(o) for o in items]}
         if cont:
             body["continue"] = cont
         return JSONResponse(body)
 
     async def create_item(request: Request) -> Response:
         doc = await read_document(request, json_only=kind in JSON_ONLY_POST)
-        obj = normalize_for(doc, info, query_namespace(request))
+        warnings: list[dict] = []
+        obj = normalize_for(doc, info, query_namespace(request), warnings=warnings, strict=strict_fields(request))
         stored, _created = await store.upsert(obj)
-        return JSONResponse(redact(stored), status_code=201)
+        return add_warnings(JSONResponse(await Presenter(store)(stored), status_code=201), warnings)
 
     async def get_item(request: Request, name: str) -> Response:
         obj = await store.get(kind, item_namespace(request), name)
-        return JSONResponse(redact(obj))
+        return JSONResponse(await Presenter(store)(obj))
 
     async def replace_item(request: Request, name: str) -> Response:
         doc = await read_document(request)
         expected = expected_version(request, body_resource_version(doc))
         metadata_of(doc)["name"] = name
-        obj = normalize_for(doc, info, query_namespace(request))
+        warnings: list[dict] = []
+        obj = normalize_for(doc, info, query_namespace(request), warnings=warnings, strict=strict_fields(request))
         stored = await store.update(obj, expected)
-        return JSONResponse(redact(stored))
+        return add_warnings(JSONResponse(await Presenter(store)(stored)), warnings)
 
     async def delete_item(request: Request, name: str) -> Response:
         await store.delete(kind, item_namespace(request), name)
@@ -189,8 +198,7 @@ def _register_kind(app: FastAPI, store, info: KindInfo) -> None:
     # /v1/<c>/watch (serve.sse) is registered before this, so it wins over {name}.
     item = f"{base}/{{name}}"
     app.add_api_route(item, get_item, methods=["GET"], name=f"get_{info.plural}", tags=tag)
-    if kind not in NO_PUT:
-        app.add_api_route(item, replace_item, methods=["PUT"], name=f"replace_{info.plural}", tags=tag)
+    app.add_api_route(item, replace_item, methods=["PUT"], name=f"replace_{info.plural}", tags=tag)
     app.add_api_route(item, delete_item, methods=["DELETE"], name=f"delete_{info.plural}", tags=tag)
     if info.status_route:
         app.add_api_route(f"{item}/status", get_status, methods=["GET"], name=f"status_{info.plural}", tags=tag)

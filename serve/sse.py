@@ -25,7 +25,7 @@ from fastapi.responses import StreamingResponse
 from orloj_ray.errors import InvalidResource, NotFound
 from orloj_ray.resources.kinds import KINDS, KindInfo
 from orloj_ray.store import Event
-from serve.codec import redact, redact_event_data
+from serve.codec import Presenter, redact_event_data
 from serve.routes_resources import list_all, query_namespace
 
 SSE_HEADERS = {
@@ -159,10 +159,11 @@ def _register_watch(app: FastAPI, store, info: KindInfo, settings: StreamSetting
             return (not namespace or ns == namespace) and (not name or obj_name.lower() == name)
 
         async def changes() -> AsyncIterator[bytes]:
+            present = Presenter(store)
             seen: dict[tuple[str, str], int] = {}
             bodies: dict[tuple[str, str], dict] = {}  # what a status event lacks (spec, ...) per object sent
 
-            def emit(obj: dict) -> bytes | None:
+            async def emit(obj: dict) -> bytes | None:
                 key = _key(obj)
                 bodies[key] = _rest(obj)
                 rv = _rv(obj["metadata"].get("resourceVersion"))
@@ -173,7 +174,7 @@ def _register_watch(app: FastAPI, store, info: KindInfo, settings: StreamSetting
                 if min_rv is not None and rv <= min_rv:
                     return None
                 kind_ = "added" if previous is None else "updated"
-                return frame("resource", {"type": kind_, "resource": redact(obj)})
+                return frame("resource", {"type": kind_, "resource": await present(obj)})
 
             async def change(event: Event) -> bytes | None:
                 if event.kind.lower() != kind.lower() or not wanted(event.namespace or "default", event.name):
@@ -199,11 +200,11 @@ def _register_watch(app: FastAPI, store, info: KindInfo, settings: StreamSetting
                         data = await store.get(kind, key[0], key[1])
                     except NotFound:
                         return None  # deleted since; its delete event follows
-                return emit(data)
+                return await emit(data)
 
             for obj in sorted(snapshot, key=_key):
                 if wanted(*_key(obj)):
-                    out = emit(obj)
+                    out = await emit(obj)
                     if out:
                         yield out
 

@@ -107,12 +107,10 @@ async def test_crud_every_collection(client, info):
     else:
         assert (await client.get(f"{base}/one/status")).status_code == 404
 
-    if info.kind in ("ToolApproval", "McpServer"):
-        assert_error(await client.put(f"{base}/one", json=manifest(info, "one")), 405, "method_not_allowed")
-    else:
-        r = await client.put(f"{base}/one", json=manifest(info, "one"), headers={"If-Match": "1"})
-        assert r.status_code == 200, r.text
-        assert r.json()["metadata"]["resourceVersion"] == "2"
+    # every kind has PUT, as in upstream's OpenAPI (its server has none for these two)
+    r = await client.put(f"{base}/one", json=manifest(info, "one"), headers={"If-Match": "1"})
+    assert r.status_code == 200, r.text
+    assert r.json()["metadata"]["resourceVersion"] == "2"
 
     r = await client.delete(f"{base}/one")
     if info.kind == "McpServer":
@@ -409,9 +407,14 @@ async def test_method_not_allowed_and_unknown_route(client):
     r = await client.post("/v1/agents/a")
     assert_error(r, 405)
     assert r.headers["allow"] == "DELETE, GET, PUT"
-    r = await client.put("/v1/tool-approvals/a", json={})
+    r = await client.post("/v1/tool-approvals/a", json={})
     assert_error(r, 405)
-    assert r.headers["allow"] == "DELETE, GET"
+    assert r.headers["allow"] == "DELETE, GET, PUT"
+    for method in ("PUT", "POST", "DELETE", "PATCH"):
+        r = await client.request(method, "/healthz")
+        assert_error(r, 405)
+        assert r.headers["allow"] == "GET, HEAD"
+    assert (await client.head("/healthz")).status_code == 200
     assert_error(await client.get("/v1/nope"), 404, "not_found")
     assert_error(await client.get("/nope/deeper"), 404, "not_found")
 
@@ -423,7 +426,7 @@ async def test_request_id_echoed_or_generated(client):
     assert r.status_code == 404 and len(r.headers["x-request-id"]) >= 16
 
 
-async def test_unexpected_error_is_json_500_with_request_id(store):
+async def test_unexpected_error_is_json_500_with_request_id(store, caplog):
     class Broken(MemoryStore):
         async def get(self, *a, **kw):
             raise RuntimeError("boom")
@@ -433,7 +436,10 @@ async def test_unexpected_error_is_json_500_with_request_id(store):
         r = await c.get("/v1/agents/a", headers={"X-Request-ID": "rid"})
     err = assert_error(r, 500, "internal")
     assert "boom" not in err["message"]
+    assert err["message"] == "internal server error (request id rid)"
     assert r.headers["x-request-id"] == "rid"
+    (record,) = [r for r in caplog.records if r.name == "orloj_ray.serve" and r.levelname == "ERROR"]
+    assert "request id rid" in record.getMessage() and "boom" in caplog.text
 
 
 async def test_healthz_capabilities_runtime_metrics(client, store):

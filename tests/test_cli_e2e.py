@@ -116,7 +116,10 @@ def test_announcement_manifest_applies_and_generates_role_and_policy(cli_env, tm
             break
         time.sleep(0.3)
     assert shown["spec"]["model"] == "gpt-4"
-    assert shown["spec"]["tools"][1] == {"name": "flag-issues", "permissions": [{"write": "issue_tracker"}]}
+    # read in upstream's shape as well: tool names, the generated role, the grants beside
+    assert shown["spec"]["tools"] == ["scan-documents", "flag-issues"]
+    assert shown["spec"]["tool_grants"][1] == {"name": "flag-issues", "permissions": [{"write": "issue_tracker"}]}
+    assert shown["spec"]["roles"] == ["compliance-checker-grants"]
     assert shown["spec"]["governance"]["maxTokensPerMinute"] == 8000
     assert shown["status"]["generated"] == ["agentrole/compliance-checker-grants",
                                             "agentpolicy/compliance-checker-governance"]

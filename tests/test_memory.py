@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from orloj_ray.engine.controller import Controller
+from orloj_ray.errors import InvalidResource
 from orloj_ray.engine.reconcile import reconcile
 from orloj_ray.engine.resolve import resolve_memory, resolve_task
 from orloj_ray.engine.runtime import LocalAgentRuntime
@@ -106,7 +107,11 @@ async def test_embeddings_through_the_gateway_rank_by_meaning_of_shared_words():
 
 async def test_unsupported_provider_and_its_status():
     store = MemoryStore()
-    bogus = await store.create(doc("Memory", "bogus", provider="bogus"))
+    with pytest.raises(InvalidResource, match='unsupported spec.provider "bogus"'):
+        doc("Memory", "bogus", provider="bogus")  # refused at apply now ...
+    legacy = doc("Memory", "bogus")
+    legacy["spec"]["provider"] = "bogus"  # ... but one stored before that still gets a clear status
+    bogus = await store.create(legacy)
     with pytest.raises(MemoryBackendError, match='unsupported memory provider "bogus"'):
         await resolve_memory(store, bogus)
     await reconcile(store, bogus)

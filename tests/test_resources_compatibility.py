@@ -98,9 +98,9 @@ def test_4_camel_case_spellings_everywhere():
 
 
 def test_4_scalars_in_json_like_upstream_yaml():
-    body = json.dumps({"kind": "Task", "metadata": {"name": "t"}, "spec": {"priority": 1, "max_turns": "2"}})
+    body = json.dumps({"kind": "Task", "metadata": {"name": "t"}, "spec": {"system": 1, "max_turns": "2"}})
     spec = load_text(body)[0].doc["spec"]
-    assert spec["priority"] == "1" and spec["max_turns"] == 2
+    assert spec["system"] == "1" and spec["max_turns"] == 2
 
 
 def test_5_kind_is_stored_in_canonical_spelling():

@@ -32,8 +32,13 @@ def test_envelope_defaults():
     }
 
 
-def test_api_version_is_kept_as_written():
-    assert normalize({**doc("Memory"), "apiVersion": "orloj.dev/v2alpha"})["apiVersion"] == "orloj.dev/v2alpha"
+def test_api_version_other_than_v1_is_refused():
+    # upstream keeps any apiVersion; orloj-ray serves only orloj.dev/v1 (docs/compatibility.md)
+    with pytest.raises(InvalidResource) as info:
+        normalize({**doc("Memory"), "apiVersion": "evil.example/v9"})
+    assert info.value.field == "apiVersion"
+    assert info.value.message == 'unsupported apiVersion "evil.example/v9": expected orloj.dev/v1'
+    assert normalize({**doc("Memory"), "apiVersion": " orloj.dev/v1 "})["apiVersion"] == "orloj.dev/v1"
 
 
 def test_expected_kind_fills_a_missing_kind():
@@ -222,13 +227,23 @@ def test_agent_system_graph_f012():
         "agents": ["a", "b", "c"],
         "graph": {
             "a": {"next": " b ", "edges": [{"to": ""}, {"to": " c ", "labels": {"k": "v"}, "policy": {"p": "q"}}]},
-            "c": {"join": {"mode": "quorum", "quorum_count": 2, "quorum_percent": 150, "on_failure": "skip"}},
+            "c": {"join": {"mode": "quorum", "quorum_count": 2, "quorum_percent": 50, "on_failure": "skip"}},
         },
     }))["spec"]
     assert spec["graph"] == {
         "a": {"next": "b", "edges": [{"to": "c", "labels": {"k": "v"}, "policy": {"p": "q"}}], "join": {}},
-        "c": {"join": {"mode": "quorum", "quorum_count": 2, "quorum_percent": 150, "on_failure": "skip"}},
+        "c": {"join": {"mode": "quorum", "quorum_count": 2, "quorum_percent": 50, "on_failure": "skip"}},
     }
+
+
+def test_agent_system_join_values_are_checked_at_apply():
+    # upstream stores them as given and fails the task that runs the graph (docs/compatibility.md)
+    with pytest.raises(InvalidResource) as info:
+        normalize(doc("AgentSystem", {"agents": ["a"], "graph": {"a": {"join": {
+            "mode": "first", "quorum_percent": 150, "on_failure": "ignore"}}}}))
+    assert [p["field"] for p in info.value.problems] == [
+        "spec.graph.a.join.quorum_percent", "spec.graph.a.join.mode", "spec.graph.a.join.on_failure"]
+    assert info.value.problems[0]["message"] == "invalid spec.graph.a.join.quorum_percent 150: expected <= 100"
 
 
 def test_worker_defaults():

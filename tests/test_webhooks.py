@@ -131,6 +131,8 @@ def test_a_replayed_delivery_is_a_duplicate_and_creates_nothing(api):
     (lambda h: h.pop("X-Signature"), 401, "webhook.signature_invalid", "missing signature header"),
     (lambda h: h.update({"X-Signature": "sha256=zz"}), 401, "webhook.signature_invalid", "hex"),
     (lambda h: h.pop("X-Timestamp"), 401, "webhook.signature_invalid", "missing timestamp header"),
+    (lambda h: h.update({"X-Timestamp": "9" * 40}), 401, "webhook.signature_invalid", "timestamp out of range"),
+    (lambda h: h.update({"X-Timestamp": "-" + "9" * 15}), 401, "webhook.signature_invalid", "timestamp out of range"),
     (lambda h: h.pop("X-Event-Id"), 400, "webhook.missing_event_id", "X-Event-Id"),
 ])
 def test_bad_deliveries_get_clean_errors_and_create_nothing(api, mutate, status, code, fragment):

@@ -26,9 +26,17 @@ def _manifest_errors_exit(exc) -> None:
     errors = getattr(exc, "errors", None) or [exc]
     for err in errors:
         print(f"error: {format_manifest_error(err)}", file=sys.stderr)
-    n = len(errors)
+    n = len({(getattr(e, "source", ""), getattr(e, "index", None)) for e in errors})  # one line per problem
     print(f"error: {n} invalid document{'s' if n != 1 else ''}; nothing was applied", file=sys.stderr)
     raise typer.Exit(1)
+
+
+def _print_warnings(source: str, index: int, warnings) -> None:
+    for w in warnings:
+        print(f"warning: {source}: document {index + 1}: {w['message']}", file=sys.stderr)
+
+
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Unknown fields are errors, not warnings.")]
 
 
 def _with_stdin(files: list[Path]) -> list[str]:
@@ -53,6 +61,7 @@ def apply(
     run: Annotated[bool, typer.Option("--run", help="Include runnable Tasks found in directories.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show create/update/no-op without changing anything.")] = False,
     namespace: NamespaceOpt = None,
+    strict: StrictOpt = False,
 ) -> None:
     """Validate every manifest locally, then create or update each object on the server."""
     from orloj_ray.client import plan_apply, strip_server_fields
@@ -60,9 +69,11 @@ def apply(
     from orloj_ray.resources import ManifestError, ManifestErrors
 
     try:
-        plan = plan_apply(_with_stdin(files), run=run, namespace=namespace_or(ctx, namespace, None))
+        plan = plan_apply(_with_stdin(files), run=run, namespace=namespace_or(ctx, namespace, None), strict=strict)
     except (ManifestErrors, ManifestError) as exc:
         _manifest_errors_exit(exc)
+    for item in plan.objects:
+        _print_warnings(item.source, item.index, item.warnings)
     for item in plan.skipped:
         echo(f"skipped task/{item.name} (mode: run) from {item.source}; use --run to include")
     if not plan.objects:
@@ -107,33 +118,38 @@ def apply(
 
 def validate(
     files: Annotated[list[Path], typer.Option("--filename", "-f", help="Manifest file or directory (repeatable).")],
+    strict: StrictOpt = False,
 ) -> None:
     """Check manifests offline (no server needed); exit 1 when any document is invalid."""
     from orloj_ray.client import manifest_files
     from orloj_ray.errors import OrlojError
     from orloj_ray.resources import ManifestError, ManifestErrors, load_path
 
-    valid, errors = 0, []
+    valid, errors, invalid = 0, [], set()
     for root in files:
         try:
             paths = manifest_files(root)
         except OrlojError as exc:
             errors.append(exc.message)
+            invalid.add((str(root), None))
             continue
         for path in paths:
             try:
-                manifests = load_path(path)
+                manifests = load_path(path, strict=strict)
             except ManifestErrors as exc:
                 errors.extend(format_manifest_error(e) for e in exc.errors)
+                invalid.update((e.source, e.index) for e in exc.errors)
                 continue
             except ManifestError as exc:
                 errors.append(format_manifest_error(exc))
+                invalid.add((exc.source, exc.index))
                 continue
             for m in manifests:
                 valid += 1
                 echo(f"  valid  {str(m.kind).lower()}/{m.name}  ({m.source})")
+                _print_warnings(m.source, m.index, m.warnings)
     if errors:
-        print(f"{valid} valid, {len(errors)} invalid:", file=sys.stderr)
+        print(f"{valid} valid, {len(invalid)} invalid:", file=sys.stderr)
         for line in errors:
             print(f"  error  {line}", file=sys.stderr)
         raise typer.Exit(1)

@@ -24,6 +24,8 @@ class PlannedObject:
     index: int
     generated_from: str | None = None
     """``agent/<name>`` for objects made by ``expand_agent``."""
+    warnings: tuple[dict, ...] = ()
+    """What validation warned about (``{"field", "message"}``): unknown fields, ..."""
 
     @property
     def kind(self) -> str:
@@ -66,7 +68,8 @@ def manifest_files(path: str | os.PathLike) -> list[Path]:
     return sorted(files)
 
 
-def plan_apply(paths_or_docs: Any, *, run: bool = False, namespace: str | None = None) -> ApplyPlan:
+def plan_apply(paths_or_docs: Any, *, run: bool = False, namespace: str | None = None,
+               strict: bool = False) -> ApplyPlan:
     """Load, normalize and expand everything first; raise ``ManifestErrors`` listing every
     bad document of every file (nothing is sent when anything is invalid).
 
@@ -74,16 +77,17 @@ def plan_apply(paths_or_docs: Any, *, run: bool = False, namespace: str | None =
     Tasks found by walking a directory are skipped unless ``run``; files and dicts given
     directly are always applied. ``namespace`` overwrites ``metadata.namespace``. Objects are
     ordered so that referenced kinds come first (Secrets, ModelEndpoints, Tools, ... Agents,
-    AgentSystems, then Tasks), in path order within a kind.
+    AgentSystems, then Tasks), in path order within a kind. ``strict``: unknown fields are
+    errors, not warnings (``PlannedObject.warnings``).
     """
     from orloj_ray.resources import ManifestError, ManifestErrors, expand_agent
 
     plan, errors = ApplyPlan(), []
-    for source, is_dir, docs in _sources(paths_or_docs, errors):
-        for index, doc in docs:
+    for source, is_dir, docs in _sources(paths_or_docs, errors, strict):
+        for index, doc, warnings in docs:
             if namespace:
                 doc.setdefault("metadata", {})["namespace"] = namespace
-            item = PlannedObject(doc=doc, source=source, index=index)
+            item = PlannedObject(doc=doc, source=source, index=index, warnings=warnings)
             if is_dir and not run and item.kind.lower() == "task" and _task_mode(doc) != "template":
                 plan.skipped.append(item)
                 continue
@@ -91,8 +95,9 @@ def plan_apply(paths_or_docs: Any, *, run: bool = False, namespace: str | None =
             if item.kind.lower() == "agent":
                 try:
                     extra = expand_agent(doc)
-                except ManifestError as exc:
-                    errors.append(exc)
+                except (ManifestError, InvalidResource) as exc:
+                    errors.append(exc if isinstance(exc, ManifestError)
+                                  else ManifestError(exc.message, source=source, index=index, field=exc.field))
                     continue
                 for gen in extra or []:
                     if gen is doc or (gen.get("kind") == doc.get("kind") and name_of(gen) == item.name):
@@ -114,17 +119,22 @@ _APPLY_RANK = {k.lower(): i for i, k in enumerate((
     "Agent", "AgentSystem", "Worker", "Task", "TaskSchedule", "TaskWebhook", "ToolApproval"))}
 
 
-def _sources(paths_or_docs: Any, errors: list) -> Iterator[tuple[str, bool, list[tuple[int, dict]]]]:
-    """Yield ``(source, is_dir, [(index, normalized doc)])`` per file or dict batch, collecting
-    manifest errors into ``errors`` instead of stopping at the first bad file."""
+def _sources(paths_or_docs: Any, errors: list,
+             strict: bool = False) -> Iterator[tuple[str, bool, list[tuple[int, dict, tuple[dict, ...]]]]]:
+    """Yield ``(source, is_dir, [(index, normalized doc, warnings)])`` per file or dict batch,
+    collecting manifest errors into ``errors`` instead of stopping at the first bad file."""
     from orloj_ray.resources import ManifestError, ManifestErrors, load_path, normalize
 
     items = paths_or_docs if isinstance(paths_or_docs, (list, tuple)) else [paths_or_docs]
     docs = []
     for i, d in enumerate(items):
         if isinstance(d, dict):
+            warnings: list[dict] = []
             try:
-                docs.append((i, normalize(copy_doc(d), source="<input>", index=i)))
+                docs.append((i, normalize(copy_doc(d), source="<input>", index=i, warnings=warnings, strict=strict),
+                             tuple(warnings)))
+            except ManifestErrors as exc:
+                errors.extend(exc.errors)
             except ManifestError as exc:
                 errors.append(exc)
     if docs:
@@ -138,14 +148,14 @@ def _sources(paths_or_docs: Any, errors: list) -> Iterator[tuple[str, bool, list
             continue
         for f in manifest_files(root):
             try:
-                loaded = load_path(f)
+                loaded = load_path(f, strict=strict)
             except ManifestErrors as exc:
                 errors.extend(exc.errors)
                 continue
             except ManifestError as exc:
                 errors.append(exc)
                 continue
-            yield str(f), root.is_dir(), [(m.index, copy_doc(m.doc)) for m in loaded]
+            yield str(f), root.is_dir(), [(m.index, copy_doc(m.doc), m.warnings) for m in loaded]
 
 
 def _task_mode(doc: dict) -> str:

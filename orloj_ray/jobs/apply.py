@@ -153,8 +153,12 @@ def main(argv: list[str] | None = None, out: Print | None = None) -> int:
         errors = getattr(exc, "errors", None) or [exc]
         for err in errors:
             out(f"error: {err}")
-        out(f"error: {len(errors)} invalid document{'s' if len(errors) != 1 else ''}; nothing was applied")
+        n = len({(getattr(e, "source", ""), getattr(e, "index", None)) for e in errors})  # one line per problem
+        out(f"error: {n} invalid document{'s' if n != 1 else ''}; nothing was applied")
         return 2
+    for item in plan.objects:
+        for warning in item.warnings:
+            out(f"warning: {item.source}: document {item.index + 1}: {warning['message']}")
     for item in plan.skipped:
         out(f"skipped task/{item.name} from {item.source}; pass --run to create it")
     with Client(args.server, token=args.api_token) as client:

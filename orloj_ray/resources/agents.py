@@ -4,22 +4,43 @@ Agent accepts upstream's form (``model_ref``, ``tools: [name, ...]``) and the an
 dialect: ``model`` (served by the namespace's default ModelEndpoint), tools written as
 ``{name, permissions: [{read: compliance_docs}, ...]}`` and a ``governance`` block. The dialect
 fields are stored as written; ``dialect.expand_agent`` derives the AgentRole and AgentPolicy
-they imply. See docs/compatibility.md.
+they imply, and ``dialect.upstream_view`` is how the API shows such an agent to upstream
+clients (``model_ref``, tool names, the generated role, the grants beside in ``tool_grants``).
+Normalizing that view gives back the stored agent. See docs/compatibility.md.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, ClassVar, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from orloj_ray.resources.base import Bool, Int, Spec, Str, Wire, choice, invalid, quote, unique
+from orloj_ray.resources.base import (
+    MAX_COUNT,
+    MAX_REPLICAS,
+    MAX_TOKENS,
+    Bool,
+    Int,
+    Spec,
+    Str,
+    Wire,
+    bounded,
+    choice,
+    quote,
+    report,
+    unique,
+)
 from orloj_ray.resources.durations import check_duration, parse_duration
 from orloj_ray.resources.envelope import Metadata, Resource
 from orloj_ray.resources.tasks import TaskRequirements
 
 MEMORY_OPERATIONS = ("read", "write", "search", "list", "ingest")
+DERIVED_ANNOTATION = "orloj.dev/derived"
+"""Set by ``dialect.upstream_view`` on what it filled in (``spec.model_ref``), so that writing
+the view back does not pin the agent to the endpoint that was the default when it was read."""
+JOIN_MODES = ("wait_for_all", "quorum")
+JOIN_FAILURE_MODES = ("deadletter", "skip", "continue_partial")
 
 
 def _shape(value: Any) -> str | None:
@@ -45,8 +66,8 @@ def _check_grants(entries: list[Any], path: str) -> None:
             not entry or any(not op.strip() or not res.strip() for op, res in entry.items())
         )
         if bad:
-            raise invalid(f"{path}[{i}]", f"{path}[{i}]: expected a grant like {{read: compliance_docs}} "
-                                          "or a permission string")
+            report(f"{path}[{i}]", f"{path}[{i}]: expected a grant like {{read: compliance_docs}} "
+                                   "or a permission string")
 
 
 class AgentTool(Wire):
@@ -71,7 +92,7 @@ class Governance(Wire):
     model_config = ConfigDict(extra="forbid")
     CAMEL: ClassVar[frozenset[str]] = frozenset({"max_tokens_per_minute", "require_approval", "audit_log"})
 
-    max_tokens_per_minute: Int | None = None
+    max_tokens_per_minute: Int | None = Field(None, le=MAX_TOKENS)
     require_approval: list[PermissionEntry] = []
     audit_log: Bool | None = None
 
@@ -93,14 +114,15 @@ class AgentExecution(Wire):
 
 
 class AgentLimits(Wire):
-    max_steps: Int = 0
+    max_steps: Int = bounded(0, 0, 1000)
+    """Model calls per run; 0 = 10 (upstream's default)."""
     timeout: Str = ""
 
 
 class AgentAutoscaling(Wire):
-    min_replicas: Int = 1
-    max_replicas: Int = 1
-    target_inflight: Int = 4
+    min_replicas: Int = bounded(1, 0, MAX_REPLICAS)
+    max_replicas: Int = bounded(1, 0, MAX_REPLICAS)
+    target_inflight: Int = bounded(4, 0, MAX_COUNT)
     scale_down_after: Str = ""
     """Idle time before the newest replica above min_replicas is removed (a duration; default 60s)."""
 
@@ -112,6 +134,9 @@ class AgentSpec(Spec):
     model: Str = ""
     prompt: Str = ""
     tools: list[ToolEntry] = []
+    tool_grants: list[AgentTool] = []
+    """Write-only: the tools written as objects, as ``dialect.upstream_view`` shows them beside
+    ``tools`` (names); folded back into ``tools`` by ``normalize``."""
     allowed_tools: list[Str] = []
     roles: list[Str] = []
     memory: AgentMemory = Field(default_factory=AgentMemory)
@@ -121,21 +146,24 @@ class AgentSpec(Spec):
     requirements: TaskRequirements | None = None
     """orloj-ray extension: where this agent's actor may run (region, gpu, model), merged with
     the task's requirements (the agent's fields win)."""
-    replicas: Int = 0
+    replicas: Int = bounded(0, 0, MAX_REPLICAS)
     """orloj-ray extension: a fixed number of actors serving this agent (0 = one)."""
     autoscaling: AgentAutoscaling | None = None
     """orloj-ray extension: scale between min and max replicas on mailbox depth."""
 
     def normalize(self, meta: Metadata, status: dict[str, Any], now: datetime) -> None:
+        self._fold_upstream_view(meta)
         self.model_ref = self.model_ref.strip()
         self.model = self.model.strip()
         if not self.model_ref and not self.model:
-            raise invalid("spec.model_ref", "spec.model_ref is required")
+            report("spec.model_ref", "spec.model_ref is required")
         # Upstream's YAML reader drops the trailing newline(s) of `prompt: |` blocks.
         self.prompt = self.prompt.rstrip("\n")
         self._normalize_tools()
         self.allowed_tools = unique(self.allowed_tools)
         self.roles = unique(self.roles)
+        if any(isinstance(t, AgentTool) for t in self.tools):  # the generated role is implied, not listed
+            self.roles = [r for r in self.roles if r.lower() != f"{meta.name}-grants".lower()]
         self._normalize_memory()
         self._normalize_execution()
         self._normalize_scaling()
@@ -143,9 +171,25 @@ class AgentSpec(Spec):
             self.limits.max_steps = 10
         self.limits.timeout = self.limits.timeout.strip()
         if self.limits.timeout:
-            check_duration(self.limits.timeout, "spec.limits.timeout")
+            check_duration(self.limits.timeout, "spec.limits.timeout", positive=True)
         if self.governance is not None:
             self._check_governance(self.governance)
+
+    def _fold_upstream_view(self, meta: Metadata) -> None:
+        """Undo ``dialect.upstream_view``: grants back into ``tools``, a derived ``model_ref``
+        dropped (the generated role is dropped from ``roles`` after the tools are normalized)."""
+        derived = meta.annotations.pop(DERIVED_ANNOTATION, "")
+        if "spec.model_ref" in derived.split(",") and self.model.strip():
+            self.model_ref = ""
+        grants = {g.name.strip().lower(): g for g in self.tool_grants if g.name.strip()}
+        self.tool_grants = []
+        if not grants:
+            return
+        tools: list[str | AgentTool] = []
+        for tool in self.tools:
+            key = (tool if isinstance(tool, str) else tool.name).strip().lower()
+            tools.append(grants.pop(key, tool))
+        self.tools = tools + list(grants.values())
 
     def _normalize_tools(self) -> None:
         tools: list[str | AgentTool] = []
@@ -156,7 +200,8 @@ class AgentSpec(Spec):
                 continue
             tool.name = tool.name.strip()
             if not tool.name:
-                raise invalid(f"spec.tools[{i}].name", f"spec.tools[{i}].name is required")
+                report(f"spec.tools[{i}].name", f"spec.tools[{i}].name is required")
+                continue
             _check_grants(tool.permissions, f"spec.tools[{i}].permissions")
             tools.append(tool)
         self.tools = tools
@@ -168,33 +213,33 @@ class AgentSpec(Spec):
         for i, raw in enumerate(memory.allow):
             op = raw.strip().lower().removeprefix("memory.")
             if op not in MEMORY_OPERATIONS:
-                raise invalid(f"spec.memory.allow[{i}]", f"invalid spec.memory.allow: invalid memory operation "
-                              f"{quote(raw.strip())}: expected read, write, search, list, or ingest")
+                report(f"spec.memory.allow[{i}]", f"invalid spec.memory.allow: invalid memory operation "
+                       f"{quote(raw.strip())}: expected read, write, search, list, or ingest")
+                continue
             if op not in allow:
                 allow.append(op)
         memory.allow = allow
         if allow and not memory.ref:
-            raise invalid("spec.memory.ref", "spec.memory.ref is required when spec.memory.allow is set")
+            report("spec.memory.ref", "spec.memory.ref is required when spec.memory.allow is set")
 
     def _normalize_scaling(self) -> None:
-        if self.replicas < 0:
-            raise invalid("spec.replicas", f"spec.replicas must be >= 0, got {self.replicas}")
         auto = self.autoscaling
         if auto is None:
             return
         if self.replicas:
-            raise invalid("spec.autoscaling", "set spec.replicas or spec.autoscaling, not both")
+            report("spec.autoscaling", "set spec.replicas or spec.autoscaling, not both")
         if auto.min_replicas < 1 or auto.max_replicas < auto.min_replicas or auto.target_inflight < 1:
-            raise invalid("spec.autoscaling", "spec.autoscaling needs 1 <= min_replicas <= max_replicas and "
+            report("spec.autoscaling", "spec.autoscaling needs 1 <= min_replicas <= max_replicas and "
                                               f"target_inflight >= 1, got {auto.min_replicas}..{auto.max_replicas} "
                                               f"target {auto.target_inflight}")
         if auto.scale_down_after:
             try:
-                parse_duration(auto.scale_down_after)
+                if parse_duration(auto.scale_down_after) <= timedelta(0):
+                    raise ValueError("not positive")
             except ValueError:
-                raise invalid("spec.autoscaling.scale_down_after",
-                              f'spec.autoscaling.scale_down_after "{auto.scale_down_after}" is not a duration '
-                              f'(use e.g. "90s" or "5m")') from None
+                report("spec.autoscaling.scale_down_after",
+                       f'spec.autoscaling.scale_down_after "{auto.scale_down_after}" is not a positive duration '
+                       f'(use e.g. "90s" or "5m")')
 
     def _normalize_execution(self) -> None:
         ex = self.execution
@@ -211,14 +256,14 @@ class AgentSpec(Spec):
         ex.on_contract_violation = pick("on_contract_violation", ("non_retryable_error", "observe"))
         ex.tool_use_behavior = pick("tool_use_behavior", ("run_llm_again", "stop_on_first_tool"))
         if ex.profile == "contract" and not ex.tool_sequence:
-            raise invalid("spec.execution.tool_sequence",
-                          "spec.execution.tool_sequence is required when spec.execution.profile=contract")
+            report("spec.execution.tool_sequence",
+                   "spec.execution.tool_sequence is required when spec.execution.profile=contract")
 
     @staticmethod
     def _check_governance(gov: Governance) -> None:
         if gov.max_tokens_per_minute is not None and gov.max_tokens_per_minute <= 0:
             field = "spec.governance.maxTokensPerMinute"
-            raise invalid(field, f"invalid {field} {gov.max_tokens_per_minute}: expected > 0")
+            report(field, f"invalid {field} {gov.max_tokens_per_minute}: expected > 0")
         _check_grants(gov.require_approval, "spec.governance.requireApproval")
 
 
@@ -236,8 +281,8 @@ class GraphJoin(Wire):
     """Stored as given; checked when a Task runs (upstream ``validateGraph``)."""
 
     mode: Str = ""
-    quorum_count: Int = 0
-    quorum_percent: Int = 0
+    quorum_count: Int = bounded(0, 0, MAX_COUNT)
+    quorum_percent: Int = bounded(0, 0, 100)
     on_failure: Str = ""
 
 
@@ -252,8 +297,13 @@ class AgentSystemSpec(Spec):
     graph: dict[Str, GraphNode] = {}
 
     def normalize(self, meta: Metadata, status: dict[str, Any], now: datetime) -> None:
-        for node in self.graph.values():
+        for key, node in self.graph.items():
             node.next = node.next.strip()
+            for name, allowed in (("mode", JOIN_MODES), ("on_failure", JOIN_FAILURE_MODES)):
+                value = getattr(node.join, name)
+                if value.strip() and value.strip().lower() not in allowed:
+                    report(f"spec.graph.{key}.join.{name}", f"invalid spec.graph.{key}.join.{name} {quote(value)}: "
+                           f"expected {' or '.join(allowed)}")
             for route in node.edges:
                 route.to = route.to.strip()
             node.edges = [route for route in node.edges if route.to]

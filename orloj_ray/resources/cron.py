@@ -27,6 +27,37 @@ def validate_cron(spec: str) -> None:
             raise ValueError(f"invalid {name} field: {exc}") from None
 
 
+_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # February: leap years count
+
+
+def never_fires(spec: str) -> bool:
+    """Whether a valid schedule can never match a date: it names days of month and no
+    day of week (cron ORs the two when both are restricted), and none of its months has any
+    of those days (``30 2 30 2 *``: February 30)."""
+    _, _, dom, month, dow = spec.split()
+    if dom == "*" or dow != "*":
+        return False
+    days, months = _values(dom, 1, 31), _values(month, 1, 12)
+    return all(day > _DAYS_IN_MONTH[m - 1] for m in months for day in days)
+
+
+def _values(text: str, low: int, high: int) -> set[int]:
+    out: set[int] = set()
+    for segment in text.split(","):
+        base, _, step = segment.strip().partition("/")
+        base = base.strip()
+        if base == "*":
+            first, last = low, high
+        elif "-" in base:
+            first, last = (int(b) for b in base.split("-"))
+        else:
+            first = last = int(base)
+            if step:
+                last = high
+        out.update(range(first, last + 1, int(step) if step else 1))
+    return out
+
+
 def _check_segment(segment: str, low: int, high: int, *, sunday_alias: bool) -> None:
     if not segment:
         raise ValueError("invalid list segment")

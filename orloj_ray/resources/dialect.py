@@ -10,8 +10,10 @@ role counts as one of the agent's roles (``agent_role_names``).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from orloj_ray.resources.agents import DERIVED_ANNOTATION
 from orloj_ray.resources.normalize import normalize
 
 OWNER_LABEL = "orloj.dev/owner-agent"
@@ -49,6 +51,34 @@ def expand_agent(agent: dict[str, Any]) -> list[dict[str, Any]]:
             },
         })
     return [normalize(doc) for doc in generated]
+
+
+def upstream_view(agent: dict[str, Any], default_endpoint: str = "") -> dict[str, Any]:
+    """The (normalized) agent as upstream clients read it; the agent itself when it is in
+    upstream's form already.
+
+    ``spec.model`` without ``model_ref``: ``model_ref`` is ``default_endpoint`` (the name of
+    the namespace's default ModelEndpoint, which serves it; left out when there is none), marked
+    in the ``orloj.dev/derived`` annotation. Tools written as objects: ``tools`` lists names,
+    the objects stay beside in ``tool_grants``, and the generated ``<agent>-grants`` role is in
+    ``roles``. ``model`` and ``governance`` stay as they are. Writing this back (``normalize``)
+    gives the stored agent again.
+    """
+    spec = agent.get("spec") or {}
+    objects = [t for t in spec.get("tools") or [] if isinstance(t, dict)]
+    fill_ref = bool(spec.get("model")) and not spec.get("model_ref") and bool(default_endpoint)
+    if not objects and not fill_ref:
+        return agent
+    view = copy.deepcopy(agent)
+    vspec = view["spec"]
+    if objects:
+        vspec["tools"] = agent_tool_names(spec)
+        vspec["tool_grants"] = objects
+        vspec["roles"] = list(dict.fromkeys(agent_role_names(agent)))
+    if fill_ref:
+        vspec["model_ref"] = default_endpoint
+        view["metadata"].setdefault("annotations", {})[DERIVED_ANNOTATION] = "spec.model_ref"
+    return view
 
 
 def grant_permission(op: str, resource: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from orloj_ray.resources.base import invalid, quote
+from orloj_ray.resources.base import quote, report
 
 _UNIT_NS = {
     "ns": 1,
@@ -58,9 +58,17 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(microseconds=sign * total_ns / 1000)
 
 
-def check_duration(value: str, field: str) -> None:
-    """Raise ``InvalidResource`` (upstream's wording) unless ``value`` is a Go duration."""
+def check_duration(value: str, field: str, *, positive: bool = False) -> bool:
+    """Report (``base.report``, upstream's wording) unless ``value`` is a Go duration that is
+    not negative (and not zero when ``positive``: a timeout of 0 would never let anything
+    run); returns whether it is good."""
     try:
-        parse_duration(value)
+        duration = parse_duration(value)
     except ValueError as exc:
-        raise invalid(field, f"invalid {field} {quote(value)}: {exc}") from None
+        report(field, f"invalid {field} {quote(value)}: {exc}")
+        return False
+    if duration < timedelta(0) or (positive and duration == timedelta(0)):
+        report(field, f"invalid {field} {quote(value)}: expected a duration "
+                      f"{'greater than 0' if positive else 'of 0 or more'}")
+        return False
+    return True

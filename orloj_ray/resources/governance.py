@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from orloj_ray.resources.base import Bool, Int, Spec, Str, Wire, choice, invalid, quote, unique
+from orloj_ray.resources.base import MAX_TOKENS, Bool, Int, Spec, Str, Wire, bounded, choice, quote, report, unique
 from orloj_ray.resources.durations import check_duration, parse_duration
 from orloj_ray.resources.envelope import Metadata, Resource
 
@@ -21,7 +21,7 @@ APPROVAL_PHASES = ("Pending", "Approved", "Denied", "Expired")
 
 
 class AgentPolicySpec(Spec):
-    max_tokens_per_run: Int = 0
+    max_tokens_per_run: Int = bounded(0, 0, MAX_TOKENS)
     allowed_models: list[Str] = []
     blocked_tools: list[Str] = []
     apply_mode: Str = ""
@@ -29,7 +29,7 @@ class AgentPolicySpec(Spec):
     target_tasks: list[Str] = []
     target_agents: list[Str] = []
     """Extension: with ``apply_mode: scoped``, the policy also matches these agents."""
-    max_tokens_per_minute: Int = 0
+    max_tokens_per_minute: Int = bounded(0, 0, MAX_TOKENS)
     """Extension: per-agent token rate limit; 0 = none."""
     require_approval: list[Str] = []
     """Extension: permission strings (``issue_tracker:write``) whose use needs a ToolApproval."""
@@ -41,9 +41,6 @@ class AgentPolicySpec(Spec):
                                  "unsupported spec.apply_mode {value}: expected scoped or global")
         self.target_agents = unique(self.target_agents)
         self.require_approval = unique(self.require_approval)
-        if self.max_tokens_per_minute < 0:
-            raise invalid("spec.max_tokens_per_minute",
-                          f"invalid spec.max_tokens_per_minute {self.max_tokens_per_minute}: expected >= 0")
 
 
 class AgentPolicy(Resource):
@@ -86,7 +83,7 @@ class ToolPermissionSpec(Spec):
         self.required_permissions = unique(self.required_permissions)
         self.target_agents = unique(self.target_agents)
         if self.apply_mode == "scoped" and not self.target_agents:
-            raise invalid("spec.target_agents", "spec.target_agents is required when spec.apply_mode=scoped")
+            report("spec.target_agents", "spec.target_agents is required when spec.apply_mode=scoped")
         for i, rule in enumerate(self.operation_rules):
             rule.operation_class = choice(
                 rule.operation_class, f"spec.operation_rules[{i}].operation_class",
@@ -116,17 +113,17 @@ class ToolApprovalSpec(Spec):
         self.task_ref, self.tool = self.task_ref.strip(), self.tool.strip()
         for name in ("task_ref", "tool"):
             if not getattr(self, name):
-                raise invalid(f"spec.{name}", f"spec.{name} is required")
+                report(f"spec.{name}", f"spec.{name} is required")
         self.operation_class = self.operation_class.strip().lower()
         self.agent, self.reason = self.agent.strip(), self.reason.strip()
         self.ttl = self.ttl.strip() or "10m"
-        check_duration(self.ttl, "spec.ttl")
+        ttl_ok = check_duration(self.ttl, "spec.ttl", positive=True)
         phase = status["phase"].strip()
         if phase not in APPROVAL_PHASES:
-            raise invalid("status.phase", f"invalid status.phase {quote(status['phase'])} for ToolApproval: "
-                                          "expected Pending, Approved, Denied, or Expired")
+            report("status.phase", f"invalid status.phase {quote(status['phase'])} for ToolApproval: "
+                                   "expected Pending, Approved, Denied, or Expired")
         status["phase"] = phase
-        if phase == "Pending" and not status.get("expires_at"):
+        if ttl_ok and phase == "Pending" and not status.get("expires_at"):
             expires = now.astimezone(timezone.utc) + parse_duration(self.ttl)
             status["expires_at"] = (expires - timedelta(microseconds=expires.microsecond)).strftime(
                 "%Y-%m-%dT%H:%M:%SZ")

@@ -9,21 +9,36 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field
 
-from orloj_ray.resources.base import Bool, Int, Spec, Str, Wire, choice, invalid, quote
-from orloj_ray.resources.cron import validate_cron
+from orloj_ray.resources.base import (
+    MAX_ATTEMPTS,
+    MAX_COUNT,
+    Bool,
+    Int,
+    Spec,
+    Str,
+    Wire,
+    bounded,
+    choice,
+    quote,
+    report,
+    warn,
+)
+from orloj_ray.resources.cron import never_fires, validate_cron
 from orloj_ray.resources.durations import check_duration
 from orloj_ray.resources.envelope import Metadata, Resource
 
 JITTER_MODES = ("none", "full", "equal")
+PRIORITIES = ("low", "normal", "high", "critical")
+MAX_TIME_ZONE_LENGTH = 64
 
 
 class TaskRetry(Wire):
-    max_attempts: Int = 0
+    max_attempts: Int = bounded(0, 0, MAX_ATTEMPTS)
     backoff: Str = ""
 
 
 class TaskMessageRetry(Wire):
-    max_attempts: Int = 0
+    max_attempts: Int = bounded(0, 0, MAX_ATTEMPTS)
     backoff: Str = ""
     max_backoff: Str = ""
     jitter: Str = ""
@@ -43,7 +58,7 @@ class TaskSpec(Spec):
     mode: Str = ""
     input: dict[Str, Str] = {}
     priority: Str = ""
-    max_turns: Int = 0
+    max_turns: Int = bounded(0, 0, MAX_COUNT)
     retry: TaskRetry = Field(default_factory=TaskRetry)
     message_retry: TaskMessageRetry = Field(default_factory=TaskMessageRetry)
     requirements: TaskRequirements = Field(default_factory=TaskRequirements)
@@ -51,17 +66,17 @@ class TaskSpec(Spec):
     def normalize(self, meta: Metadata, status: dict[str, Any], now: datetime) -> None:
         self.mode = choice(self.mode, "spec.mode", ("run", "template"), "run",
                            "invalid spec.mode {value}: expected run or template")
-        self.priority = self.priority or "normal"
-        if self.max_turns < 0:
-            raise invalid("spec.max_turns", f"invalid spec.max_turns {self.max_turns}: expected >= 0")
+        # upstream: free-form; orloj-ray: one of PRIORITIES (docs/compatibility.md)
+        self.priority = choice(self.priority, "spec.priority", PRIORITIES, "normal",
+                               "invalid spec.priority {value}: expected low, normal, high, or critical")
         retry, message = self.retry, self.message_retry
         if retry.max_attempts <= 0:
             retry.max_attempts = 1
         retry.backoff = retry.backoff.strip() or "0s"
-        check_duration(retry.backoff, "spec.retry.backoff")
+        inherited = retry.backoff if check_duration(retry.backoff, "spec.retry.backoff") else "0s"
         if message.max_attempts <= 0:
             message.max_attempts = retry.max_attempts
-        message.backoff = message.backoff.strip() or retry.backoff
+        message.backoff = message.backoff.strip() or inherited
         check_duration(message.backoff, "spec.message_retry.backoff")
         message.max_backoff = message.max_backoff.strip() or "24h"
         check_duration(message.max_backoff, "spec.message_retry.max_backoff")
@@ -76,11 +91,11 @@ class Task(Resource):
 def _check_task_ref(task_ref: str) -> str:
     task_ref = task_ref.strip()
     if not task_ref:
-        raise invalid("spec.task_ref", "spec.task_ref is required")
-    if "/" in task_ref:
+        report("spec.task_ref", "spec.task_ref is required")
+    elif "/" in task_ref:
         namespace, _, name = task_ref.partition("/")
         if not namespace.strip() or not name.strip():
-            raise invalid("spec.task_ref", f"invalid spec.task_ref {quote(task_ref)}: expected name or namespace/name")
+            report("spec.task_ref", f"invalid spec.task_ref {quote(task_ref)}: expected name or namespace/name")
     return task_ref
 
 
@@ -90,27 +105,34 @@ class TaskScheduleSpec(Spec):
     schedule: Str = ""
     time_zone: Str = ""
     suspend: Bool = False
-    starting_deadline_seconds: Int = 0
+    starting_deadline_seconds: Int = bounded(0, 0, 31 * 86400)
     concurrency_policy: Str = ""
-    successful_history_limit: Int = 0
-    failed_history_limit: Int = 0
+    successful_history_limit: Int = bounded(0, 0, MAX_COUNT)
+    failed_history_limit: Int = bounded(0, 0, MAX_COUNT)
 
     def normalize(self, meta: Metadata, status: dict[str, Any], now: datetime) -> None:
         self.task_ref = _check_task_ref(self.task_ref)
         self.schedule = self.schedule.strip()
         if not self.schedule:
-            raise invalid("spec.schedule", "spec.schedule is required")
-        try:
-            validate_cron(self.schedule)
-        except ValueError as exc:
-            raise invalid("spec.schedule", f"invalid spec.schedule {quote(self.schedule)}: {exc}") from None
+            report("spec.schedule", "spec.schedule is required")
+        else:
+            try:
+                validate_cron(self.schedule)
+            except ValueError as exc:
+                report("spec.schedule", f"invalid spec.schedule {quote(self.schedule)}: {exc}")
+            else:
+                if never_fires(self.schedule):
+                    warn("spec.schedule", f"spec.schedule {quote(self.schedule)} never fires: no month has "
+                                          "the days of month it names")
         self.time_zone = self.time_zone.strip() or "UTC"
         if self.time_zone != "Local":
+            shown = self.time_zone if len(self.time_zone) <= MAX_TIME_ZONE_LENGTH else self.time_zone[:40] + "..."
             try:
+                if len(self.time_zone) > MAX_TIME_ZONE_LENGTH:
+                    raise ValueError("too long")
                 ZoneInfo(self.time_zone)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise invalid("spec.time_zone", f"invalid spec.time_zone {quote(self.time_zone)}: "
-                                                f"unknown time zone {self.time_zone}") from None
+            except (ZoneInfoNotFoundError, ValueError, OSError):
+                report("spec.time_zone", f"invalid spec.time_zone {quote(shown)}: unknown time zone {shown}")
         if self.starting_deadline_seconds <= 0:
             self.starting_deadline_seconds = 300
         # upstream accepts only forbid; allow and replace are orloj-ray additions (docs/compatibility.md)
@@ -133,12 +155,12 @@ class WebhookAuth(Wire):
     signature_header: Str = ""
     signature_prefix: Str = ""
     timestamp_header: Str = ""
-    max_skew_seconds: Int = 0
+    max_skew_seconds: Int = bounded(0, 0, 7 * 86400)
 
 
 class WebhookIdempotency(Wire):
     event_id_header: Str = ""
-    dedupe_window_seconds: Int = 0
+    dedupe_window_seconds: Int = bounded(0, 0, 31 * 86400)
 
 
 class WebhookPayload(Wire):
@@ -177,19 +199,13 @@ class TaskWebhookSpec(Spec):
                               "invalid spec.auth.profile {value}: expected generic or github")
         auth.secret_ref = auth.secret_ref.strip()
         if not auth.secret_ref:
-            raise invalid("spec.auth.secret_ref", "spec.auth.secret_ref is required")
+            report("spec.auth.secret_ref", "spec.auth.secret_ref is required")
         signature_header, timestamp_header, event_id_header, dedupe_window = _WEBHOOK_DEFAULTS[auth.profile]
         auth.signature_header = _or_default(auth.signature_header, signature_header)
         auth.signature_prefix = _or_default(auth.signature_prefix, "sha256=")
         auth.timestamp_header = auth.timestamp_header.strip() or timestamp_header
-        if auth.max_skew_seconds < 0:
-            raise invalid("spec.auth.max_skew_seconds",
-                          f"invalid spec.auth.max_skew_seconds {auth.max_skew_seconds}: expected >= 0")
         auth.max_skew_seconds = auth.max_skew_seconds or 300
         idem.event_id_header = _or_default(idem.event_id_header, event_id_header)
-        if idem.dedupe_window_seconds < 0:
-            raise invalid("spec.idempotency.dedupe_window_seconds", "invalid spec.idempotency.dedupe_window_seconds "
-                          f"{idem.dedupe_window_seconds}: expected >= 0")
         idem.dedupe_window_seconds = idem.dedupe_window_seconds or dedupe_window
         payload.mode = choice(payload.mode, "spec.payload.mode", ("raw",), "raw",
                               "invalid spec.payload.mode {value}: expected raw")
@@ -212,7 +228,7 @@ class WorkerCapabilities(Wire):
 class WorkerSpec(Spec):
     region: Str = ""
     capabilities: WorkerCapabilities = Field(default_factory=WorkerCapabilities)
-    max_concurrent_tasks: Int = 0
+    max_concurrent_tasks: Int = bounded(0, 0, MAX_COUNT)
 
     def normalize(self, meta: Metadata, status: dict[str, Any], now: datetime) -> None:
         if self.max_concurrent_tasks <= 0:

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from orloj_ray.resources.base import Int, Spec, Str, Wire, choice, invalid, quote, trimmed, unique
+from orloj_ray.resources.base import (
+    MAX_ATTEMPTS,
+    Int,
+    Spec,
+    Str,
+    Wire,
+    bounded,
+    choice,
+    quote,
+    report,
+    trimmed,
+    unique,
+)
 from orloj_ray.resources.durations import check_duration
 from orloj_ray.resources.envelope import Metadata, Resource
 
@@ -15,6 +29,46 @@ TOOL_TYPES = ("http", "external", "grpc", "queue", "webhook-callback", "mcp", "w
 OPERATION_CLASSES = ("read", "write", "delete", "admin")
 RISK_LEVELS = ("low", "medium", "high", "critical")
 AUTH_PROFILES = ("bearer", "api_key_header", "basic", "oauth2_client_credentials")
+_HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[-A-Za-z0-9.]*[A-Za-z0-9])?):[0-9]{1,5}")
+
+
+def url_problem(url: str, field: str) -> str | None:
+    """Why ``url`` is not an ``http(s)://host[:port]/...`` URL (None when it is one)."""
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        parts, port_ok = None, False
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname or not port_ok \
+            or any(c.isspace() or ord(c) < 32 for c in url):
+        return f"invalid {field} {quote(url)}: expected an http:// or https:// URL with a host"
+    return None
+
+
+def _endpoint_problem(endpoint: str, tool_type: str, isolation: str) -> str | None:
+    """What may name a tool's target: a URL, ``host:port`` for grpc, ``exec:<program>`` where a
+    sandbox runs it, ``file:/abs/module.wasm`` for wasm; anything else (``file:/etc/passwd`` on
+    an http tool, ``gopher:``, text) is refused at apply, not at the first call."""
+    if not endpoint:
+        return None
+    field = "spec.endpoint"
+    if tool_type == "grpc" and _HOST_PORT.fullmatch(endpoint):
+        return None
+    if endpoint.startswith("exec:"):
+        if isolation in ("sandboxed", "container") and endpoint[5:].strip():
+            return None
+        return (f"invalid {field} {quote(endpoint)}: exec:<program> runs only in a sandbox "
+                "(spec.runtime.isolation_mode sandboxed or container)")
+    if endpoint.startswith("file:"):
+        path = endpoint[len("file://"):] if endpoint.startswith("file://") else endpoint[len("file:"):]
+        if (tool_type == "wasm" or isolation == "wasm") and path.startswith("/") and path.endswith(".wasm"):
+            return None
+        return (f"invalid {field} {quote(endpoint)}: file: names a WebAssembly module "
+                "(file:/abs/path/module.wasm) of a wasm tool only")
+    problem = url_problem(endpoint, field)
+    if problem and tool_type == "grpc":
+        return f"invalid {field} {quote(endpoint)}: expected host:port or an http(s) URL"
+    return problem
 
 
 class ToolAuth(Wire):
@@ -28,7 +82,7 @@ class ToolAuth(Wire):
 
 
 class ToolRetry(Wire):
-    max_attempts: Int = 0
+    max_attempts: Int = bounded(0, 0, MAX_ATTEMPTS)
     backoff: Str = ""
     max_backoff: Str = ""
     jitter: Str = ""
@@ -61,13 +115,14 @@ class ToolSpec(Spec):
         if self.type == "mcp":
             for name in ("mcp_server_ref", "mcp_tool_name"):
                 if not getattr(self, name):
-                    raise invalid(f"spec.{name}", f"spec.{name} is required when spec.type is mcp")
+                    report(f"spec.{name}", f"spec.{name} is required when spec.type is mcp")
         self.capabilities = unique(self.capabilities)
         ops: list[str] = []
         for i, op in enumerate(o.strip().lower() for o in self.operation_classes):
             if op and op not in OPERATION_CLASSES:
-                raise invalid(f"spec.operation_classes[{i}]", f"invalid spec.operation_classes value "
-                              f"{quote(op)}: expected read, write, delete, or admin")
+                report(f"spec.operation_classes[{i}]", f"invalid spec.operation_classes value "
+                       f"{quote(op)}: expected read, write, delete, or admin")
+                continue
             if op and op not in ops:
                 ops.append(op)
         self.risk_level = choice(self.risk_level, "spec.risk_level", RISK_LEVELS, "low",
@@ -76,11 +131,14 @@ class ToolSpec(Spec):
         self.operation_classes = ops or (["write"] if risky else ["read"])
         self._normalize_runtime(risky)
         self._normalize_auth()
+        self.endpoint = self.endpoint.strip()
+        if problem := _endpoint_problem(self.endpoint, self.type, self.runtime.isolation_mode):
+            report("spec.endpoint", problem)
 
     def _normalize_runtime(self, risky: bool) -> None:
         runtime, retry = self.runtime, self.runtime.retry
         runtime.timeout = runtime.timeout.strip() or "30s"
-        check_duration(runtime.timeout, "spec.runtime.timeout")
+        check_duration(runtime.timeout, "spec.runtime.timeout", positive=True)
         runtime.isolation_mode = choice(
             runtime.isolation_mode, "spec.runtime.isolation_mode", ("none", "sandboxed", "container", "wasm"),
             "sandboxed" if risky else "none",
@@ -103,13 +161,14 @@ class ToolSpec(Spec):
                                   "invalid spec.auth.profile {value}: expected bearer, api_key_header, basic, "
                                   "or oauth2_client_credentials")
             if not auth.secret_ref:
-                raise invalid("spec.auth.secretRef", "spec.auth.secretRef is required when auth.profile is set")
+                report("spec.auth.secretRef", "spec.auth.secretRef is required when auth.profile is set")
             if auth.profile == "api_key_header" and not auth.header_name:
-                raise invalid("spec.auth.headerName",
-                              "spec.auth.headerName is required when auth.profile is api_key_header")
+                report("spec.auth.headerName", "spec.auth.headerName is required when auth.profile is api_key_header")
             if auth.profile == "oauth2_client_credentials" and not auth.token_url:
-                raise invalid("spec.auth.tokenURL",
-                              "spec.auth.tokenURL is required when auth.profile is oauth2_client_credentials")
+                report("spec.auth.tokenURL",
+                       "spec.auth.tokenURL is required when auth.profile is oauth2_client_credentials")
+            elif auth.token_url and (problem := url_problem(auth.token_url, "spec.auth.tokenURL")):
+                report("spec.auth.tokenURL", problem)
         auth.scopes = trimmed(auth.scopes)
 
 
@@ -133,7 +192,7 @@ class McpToolFilter(Wire):
 class McpReconnect(Wire):
     """Stored for compatibility; upstream's runtime does not use it."""
 
-    max_attempts: Int = 0
+    max_attempts: Int = bounded(0, 0, MAX_ATTEMPTS)
     backoff: Str = ""
 
 
@@ -151,14 +210,18 @@ class McpServerSpec(Spec):
 
     def normalize(self, meta: Metadata, status: dict[str, Any], now: datetime) -> None:
         if not self.transport.strip():
-            raise invalid("spec.transport", "spec.transport is required (stdio or http)")
-        self.transport = choice(self.transport, "spec.transport", ("stdio", "http"), "",
-                                "invalid spec.transport {value}: expected stdio or http")
+            report("spec.transport", "spec.transport is required (stdio or http)")
+        else:
+            self.transport = choice(self.transport, "spec.transport", ("stdio", "http"), "",
+                                    "invalid spec.transport {value}: expected stdio or http")
         self.command, self.endpoint = self.command.strip(), self.endpoint.strip()
         if self.transport == "stdio" and not self.command:
-            raise invalid("spec.command", "spec.command is required for stdio transport")
-        if self.transport == "http" and not self.endpoint:
-            raise invalid("spec.endpoint", "spec.endpoint is required for http transport")
+            report("spec.command", "spec.command is required for stdio transport")
+        if self.transport == "http":
+            if not self.endpoint:
+                report("spec.endpoint", "spec.endpoint is required for http transport")
+            elif problem := url_problem(self.endpoint, "spec.endpoint"):
+                report("spec.endpoint", problem)
         for env in self.env:
             env.name, env.value, env.secret_ref = env.name.strip(), env.value.strip(), env.secret_ref.strip()
         self.tool_filter.include = trimmed(self.tool_filter.include)
