@@ -68,6 +68,7 @@ _EXTRA_SCHEMAS = {
     "AuditList": _obj({"items": {"type": "array", "items": {"type": "object"}}, "continue": _S}, ["items"]),
     "WebhookDeliveryResponse": _obj({"accepted": _B, "duplicate": _B, "event_id": _S, "task": _S, "message": _S}),
     "ToolApprovalDecisionRequest": _obj({"decided_by": _S, "reason": _S}),
+    "TaskCancelRequest": _obj({"reason": _S}),
     "AuthConfigResponse": _obj({"mode": _S, "setup_required": _B, "login_methods": {"type": "array", "items": _S}}),
     "AuthMeResponse": _obj({"authenticated": _B, "username": _S, "method": _S, "role": _S}),
     "AuthCredentialsRequest": _obj({"username": _S, "password": _S, "setup_token": _S}),
@@ -187,6 +188,9 @@ def _other_paths(paths: dict[str, dict]) -> None:
                                                      params=item + filters, op_id="task_messages")}
     paths["/v1/tasks/{name}/metrics"] = {"get": _op("tasks", "Task message metrics", ok(_json("TaskMetricsResponse")),
                                                     params=item + filters, op_id="task_metrics")}
+    paths["/v1/tasks/{name}/cancel"] = {"post": _op(
+        "tasks", "Cancel an active task (phase Failed; 409 already_terminal when it has finished)",
+        ok(_json("Task")), params=item, body=_json("TaskCancelRequest"), body_required=False, op_id="task_cancel")}
     paths["/v1/agents/{name}/logs"] = {"get": _op("agents", "Agent log lines", ok(_json("NamedLogsResponse")),
                                                   params=item, op_id="agent_logs")}
     paths["/v1/memories/{name}/entries"] = {"get": _op(
