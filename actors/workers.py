@@ -30,7 +30,7 @@ from orloj_ray.errors import Conflict, NotFound
 from orloj_ray.resources.kinds import API_VERSION
 from orloj_ray.resources.normalize import normalize
 from orloj_ray.store.base import LabelSelector
-from orloj_ray.store.util import now_rfc3339_nano
+from orloj_ray.store.util import list_all, now_rfc3339_nano
 
 log = logging.getLogger("orloj_ray.workers")
 
@@ -108,14 +108,8 @@ async def mirror_workers(store, nodes: Iterable[NodeInfo], *, current_tasks: Map
     now = now or now_rfc3339_nano()
     current_tasks = current_tasks or {}
     report = MirrorReport()
-    existing: dict[str, dict] = {}
-    after = None
-    while True:
-        page = await store.list("Worker", NAMESPACE, selector=LabelSelector({SOURCE_LABEL: SOURCE_VALUE}), after=after)
-        existing.update((w["metadata"]["name"], w) for w in page.items)
-        if not page.continue_:
-            break
-        after = page.continue_
+    existing = {w["metadata"]["name"]: w
+                for w in await list_all(store, "Worker", NAMESPACE, LabelSelector({SOURCE_LABEL: SOURCE_VALUE}))}
     seen: set[str] = set()
     for node in nodes:
         name = worker_name(node.node_id)

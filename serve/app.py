@@ -36,7 +36,7 @@ from serve import (
 from serve.codec import now_rfc3339
 from serve.errors import JSONResponse, install_error_handlers
 from serve.middleware import MAX_BODY_BYTES, RequestContext
-from serve.routes_resources import list_all
+from orloj_ray.store.util import list_all
 from orloj_ray.observability import merge, render
 from orloj_ray.observability.store_metrics import store_snapshot
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 
 from orloj_ray.errors import Conflict
-from orloj_ray.governance import audit_record, persist_audit
+from orloj_ray.engine.approvals import persist_audit
+from orloj_ray.governance import audit_record
 from orloj_ray.governance.approvals import MESSAGE_ANNOTATION
 from orloj_ray.store import Event, mutate_status
 from serve.codec import now_rfc3339, read_optional_json

@@ -26,7 +26,8 @@ from orloj_ray.errors import InvalidResource, NotFound
 from orloj_ray.resources.kinds import KINDS, KindInfo
 from orloj_ray.store import Event
 from serve.codec import Presenter, redact_event_data
-from serve.routes_resources import list_all, query_namespace
+from orloj_ray.store.util import list_all
+from serve.routes_resources import query_namespace
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",

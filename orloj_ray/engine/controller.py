@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from orloj_ray.store.util import list_all
 from orloj_ray.engine.claims import claim
 from orloj_ray.engine.executor import TaskExecutor
 from orloj_ray.engine.mailbox import Mailbox
@@ -21,7 +22,7 @@ from orloj_ray.engine.shards import Shards
 from orloj_ray.engine.resolve import CONFIG_KINDS
 from orloj_ray.engine.retention import DEFAULT_TASK_RETENTION, prune_finished
 from orloj_ray.engine.runtime import AgentRuntime
-from orloj_ray.governance.workflow import approval_outcome
+from orloj_ray.engine.approvals import approval_outcome
 from orloj_ray.engine.schedules import NAME_LABEL as SCHEDULE_LABEL, SOURCE as SCHEDULER, ScheduleController
 from orloj_ray.store.cache import CachedReads
 from orloj_ray.store.util import utcnow
@@ -32,16 +33,6 @@ log = logging.getLogger("orloj_ray.controller")
 
 RECONCILED = ("Agent", "AgentSystem", "ModelEndpoint", "Tool", "Secret", "Memory", "Worker", "McpServer")
 DEPENDENTS = {"ModelEndpoint": ("Agent",), "Agent": ("AgentSystem",), "Secret": ("Agent",)}
-
-
-async def list_all(store, kind: str, namespace: str | None = None) -> list[dict]:
-    items, after = [], None
-    while True:
-        page = await store.list(kind, namespace, after=after)
-        items += page.items
-        if not page.continue_:
-            return items
-        after = page.continue_
 
 
 def _stuck(task: dict, lease_s: float) -> bool:

@@ -20,12 +20,14 @@ import time
 from dataclasses import dataclass, field
 
 from orloj_ray.lifecycle import LEASE_S, LeaseLost
-from orloj_ray.engine.retry import RetryPolicy, decide
+from orloj_ray.retry import Backoff, RetryPolicy, decide
 from orloj_ray.engine.resolve import CONFIG_KINDS, ResolvedTask, TaskInvalid, resolve_task
 from orloj_ray.engine.runtime import AgentRuntime
 from orloj_ray.engine.status import ApprovalPause, TaskRecorder, TaskStopped
-from orloj_ray.governance import APPROVAL_PENDING, load_turn_governance, persist_audit
-from orloj_ray.governance import workflow as approvals
+from orloj_ray.engine import approvals
+from orloj_ray.engine.approvals import persist_audit
+from orloj_ray.engine.turn_governance import load_turn_governance
+from orloj_ray.governance import APPROVAL_PENDING
 from orloj_ray.engine.turn import TurnRequest, TurnResult
 from orloj_ray.engine.fleet import AgentCapacity, AgentNotFound, AgentReclaimed
 from orloj_ray.errors import NotFound, Unavailable
@@ -287,10 +289,9 @@ class TaskExecutor:
 
     async def _append_later(self, env: Envelope) -> None:
         """Retry an append until it lands; past ``stall_s``, _until_idle delivers from the Store instead."""
-        delay = 0.25
+        backoff = Backoff(0.25, 4.0)
         while env.message_id in self._sent:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 4.0)
+            await asyncio.sleep(backoff.next())
             try:
                 await self.mailbox.send(env)
                 return
@@ -526,7 +527,7 @@ class TaskExecutor:
                 if isinstance(exc, Unavailable) and redeliveries < REDELIVERIES:
                     redeliveries += 1  # not the agent's fault: redeliver without spending an attempt
                     attempts -= 1
-                    delay = min(REDELIVERY_BASE_S * 2 ** (redeliveries - 1), 10.0)
+                    delay = Backoff(REDELIVERY_BASE_S, 10.0, redeliveries - 1).next()
                     await self.recorder.message_retry(env, f"{type(exc).__name__}: {exc}", delay)
                     await asyncio.sleep(delay)
                     continue
