@@ -163,3 +163,81 @@ async def test_http_runner_errors_never_show_the_secret():
         assert "[REDACTED]" in err.message
     finally:
         server.close()
+
+
+MODEL_KEY = "sk-echo-7a6b5c4d3e2f1a0b9c8d"
+
+
+def _echoing_model():
+    """An OpenAI-compatible fake that answers with the key it was sent: the first agent ("talk")
+    says it, plain and base64, in its text and model name; the second ("listen") asks for a tool
+    named by the key, with the key as argument, which governance denies (the denial names it)."""
+    from fake_model_servers import FakeServer, openai_text, openai_tool_call
+
+    def respond(rec):
+        key = (rec.header("authorization") or "").split(" ", 1)[-1]
+        if rec.body["messages"][0]["content"] == "listen":
+            return openai_tool_call("call-1", key, {"q": key}, prompt_tokens=3, completion_tokens=2)
+        return openai_text(f"my key is {key}; encoded {base64.b64encode(key.encode()).decode()}",
+                           prompt_tokens=3, completion_tokens=2, model=f"echo-{key}")
+
+    return FakeServer(respond)
+
+
+@pytest.mark.parametrize("delivery", ["direct", "log"])
+async def test_a_model_that_echoes_its_own_key_leaks_it_nowhere(caplog, delivery):
+    """The model endpoint's key comes back in the reply (text, model name, a tool call's name and
+    arguments): the task's output, trace, messages, history, events and audit show it masked."""
+    caplog.set_level(logging.DEBUG)
+    with _echoing_model() as server:
+        store = MemoryStore()
+        for obj in (
+            resource("Secret", "echo-key", {"data": {"value": base64.b64encode(MODEL_KEY.encode()).decode()}}),
+            resource("ModelEndpoint", "echo", {"provider": "openai-compatible", "base_url": server.url,
+                                               "default_model": "echo-1", "auth": {"secretRef": "echo-key"}}),
+            resource("Agent", "talker", {"model_ref": "echo", "prompt": "talk", "limits": {"max_steps": 3}}),
+            resource("Agent", "listener", {"model_ref": "echo", "prompt": "listen", "limits": {"max_steps": 3}}),
+            resource("AgentSystem", "echo-sys", {"agents": ["talker", "listener"],
+                                                 "graph": {"talker": {"next": "listener"}}}),
+            resource("AgentPolicy", "audit-all", {"apply_mode": "scoped", "target_systems": ["echo-sys"],
+                                                  "audit_log": True}),
+            resource("Task", "echo-task", {"system": "echo-sys", "input": {"topic": "keys"}}, {"phase": "Pending"}),
+        ):
+            await store.create(obj)
+        runtime = RecordingRuntime(config=ServerConfig())
+        message_log = RecordingLog(ack_wait_s=5.0)
+        mailbox = Mailbox(message_log, store) if delivery == "log" else None
+        controller = Controller(store, runtime, worker="secrets-test", mailbox=mailbox)
+        loop = asyncio.create_task(controller.run())
+        try:
+            async with asyncio.timeout(20):
+                while (task := await store.get("Task", NS, "echo-task"))["status"].get("phase") not in (
+                        "Succeeded", "Failed", "DeadLetter"):
+                    await asyncio.sleep(0.02)
+        finally:
+            controller.stop()
+            await loop
+        assert all(r.header("authorization") == f"Bearer {MODEL_KEY}" for r in server.requests)
+        assert len(server.requests) == 2  # one call per agent
+        handoff = server.requests[1].raw.decode()  # the listener is handed the talker's output, masked
+        assert "my key is [REDACTED]" in handoff and MODEL_KEY not in handoff
+
+    status = task["status"]
+    assert status["phase"] == "Failed" and status["errorCode"] == "tool_permission_denied", status
+    assert "my key is [REDACTED]" in status["output"]["last_output"]
+    assert "tool=[REDACTED]" in status["lastError"]
+    events = await store.events_after(0, limit=100_000)
+    audit = await store.list_audit()
+    assert audit, "the policy asks for an audit trail"
+    outputs = {
+        "task": json.dumps(task, default=str),
+        "events": json.dumps([e.to_dict() for e in events if e.kind != "Secret"], default=str),
+        "audit": json.dumps(audit),
+        "message_log": "\n".join(message_log.appended),
+        "logs": "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records),
+    }
+    assert delivery == "direct" or message_log.appended
+    encoded = base64.b64encode(MODEL_KEY.encode()).decode()
+    for where, text in outputs.items():
+        assert MODEL_KEY not in text, f"the model key leaked into {where}"
+        assert encoded not in text, f"the base64 model key leaked into {where}"

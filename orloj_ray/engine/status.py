@@ -14,6 +14,12 @@ stored and writes the next status against that ``resourceVersion`` without readi
 A ``Conflict`` (someone else wrote the task meanwhile) falls back to a fresh read-modify-write,
 so the checks above always run against what is stored. A task's kickoff messages are written
 with its start (docs/benchmarks.md has the figures).
+
+Every secret value resolved for the task (``mask_secrets``) is masked in everything the
+recorder writes: the status (output, trace, history, messages, join states, lastError), the
+task events, the audit records handed to ``persist_audit`` with ``self.mask``, and the payload
+of every message it records, which is then the payload the executor sends on (a model that
+echoes its key passes it neither to the next agent nor to the message log).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from orloj_ray.engine.claims import LEASE_S, LeaseLost, lease_until
 from orloj_ray.errors import Conflict
+from orloj_ray.redact import RecordMask
 from orloj_ray.store.base import Event
 from orloj_ray.store.util import clone, mutate_status, now_rfc3339_nano
 
@@ -61,6 +68,12 @@ class TaskRecorder:
         self._seq = sum(1 for row in status.get("trace") or [] if row.get("attempt") == self.attempt)
         self._stored: dict | None = clone(task) if (task.get("metadata") or {}).get("resourceVersion") else None
         """The object as this recorder's last write stored it (None: read it first)."""
+        self.mask = RecordMask()
+        """The task's secret values, masked in every record (set by ``mask_secrets``)."""
+
+    def mask_secrets(self, resolved: ResolvedTask) -> None:
+        """Mask, from now on, every secret value the task's resolution handed out."""
+        self.mask = RecordMask(resolved.secret_values)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -71,6 +84,7 @@ class TaskRecorder:
             if status.get("claimedBy") != self.worker or status.get("leaseEpoch") != self.epoch:
                 raise LeaseLost(f"lease now held by {status.get('claimedBy')} epoch {status.get('leaseEpoch')}")
             change(status)
+            status = self.mask.record(status)
             for key, cap in (("trace", TRACE_CAP), ("history", HISTORY_CAP), ("messages", MESSAGES_CAP)):
                 if len(status.get(key) or []) > cap:
                     status[key] = status[key][-cap:]
@@ -120,13 +134,15 @@ class TaskRecorder:
         await self.store.publish(Event(
             id=0, timestamp="", source=SOURCE, type=f"task.{kind}", kind="Task", name=self.name,
             namespace=self.namespace, action=phase.lower(),
-            data={"phase": phase, "attempts": self.attempt, "claimedBy": self.worker, "lastError": last_error},
+            data={"phase": phase, "attempts": self.attempt, "claimedBy": self.worker,
+                  "lastError": self.mask.text(last_error)},
         ))
 
     def _message(self, status: dict, env: Envelope, **fields) -> None:
         messages = status.setdefault("messages", [])
         record = next((m for m in messages if m.get("message_id") == env.message_id), None)
         if record is None:
+            env.payload = self.mask.record(env.payload)  # what is sent on is what is recorded
             record = {
                 "timestamp": now_rfc3339_nano(), "message_id": env.message_id, "idempotency_key": env.message_id,
                 "task_id": f"{self.namespace}/{self.name}", "attempt": self.attempt, "system": self.system,

@@ -35,10 +35,13 @@ def audit_record(decision: str, *, namespace: str, task: str = "", agent: str = 
     return record
 
 
-async def persist(store, records: list[dict]) -> None:
+async def persist(store, records: list[dict], mask=None) -> None:
     """Append ``records`` to the Store's audit trail and publish each on the event stream
-    (``audit.<decision>``). Failures are logged, never raised: the decision was already made."""
+    (``audit.<decision>``). Failures are logged, never raised: the decision was already made.
+    ``mask``: the task's ``RecordMask`` (its secret values masked in every field)."""
     for record in records:
+        if mask is not None:
+            record = mask.record(record)
         try:
             stored = await store.append_audit(record)
             await store.publish(Event(
