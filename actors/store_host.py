@@ -20,18 +20,18 @@ from ray.exceptions import RayActorError, RayTaskError
 from actors import RAY_NAMESPACE, STORE_ACTOR
 from orloj_ray.config import ServerConfig
 from orloj_ray.errors import OrlojError, Unavailable
-from orloj_ray.store import MemoryStore, open_store
+from orloj_ray.store import open_store
 from orloj_ray.store.base import Event, LabelSelector, ListPage
 
 
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=10_000)
 class StoreHost:
-    """Hosts the store ``config.store`` names; a PostgresStore is opened on the first call (``ping``)."""
+    """Hosts the store ``config.store`` names, opened on the first call (``ping``), with its
+    Secrets encrypted at rest (``open_store``)."""
 
     def __init__(self, config: ServerConfig | None = None):
         self.config = config or ServerConfig()
-        # calls arrive and answers leave serialized by Ray: copies already
-        self._store = MemoryStore(copy_values=False) if self.config.store == "memory" else None
+        self._store = None
         self._opening: asyncio.Lock | None = None
         self._actor_calls = 0
         self._store_calls: collections.Counter[str] = collections.Counter()
@@ -41,7 +41,8 @@ class StoreHost:
             self._opening = self._opening or asyncio.Lock()
             async with self._opening:
                 if self._store is None:
-                    self._store = await open_store(self.config)
+                    # calls arrive and answers leave serialized by Ray: copies already
+                    self._store = await open_store(self.config, copy_values=False)
         return self._store
 
     async def call(self, method: str, *args, **kwargs):
@@ -77,7 +78,8 @@ class StoreHost:
         return {"actor_calls": self._actor_calls, "store_calls": dict(self._store_calls)}
 
     async def store_kind(self) -> str:
-        return type(await self._opened()).__name__
+        store = await self._opened()
+        return type(getattr(store, "inner", store)).__name__
 
 
 def _label(method: str, args: tuple) -> str:
@@ -104,7 +106,11 @@ def start_store_host(config: ServerConfig | None = None, *, detached: bool = Tru
     if config is not None and config.store == "postgres":
         options["max_restarts"] = -1  # the data is in PostgreSQL: a restarted host loses nothing
     handle = StoreHost.options(**options).remote(config)
-    ray.get(handle.ping.remote())
+    try:
+        ray.get(handle.ping.remote())
+    except RayTaskError as exc:  # e.g. the secrets it holds need a key that was not given
+        ray.kill(handle, no_restart=True)
+        raise exc.cause if isinstance(exc.cause, Exception) else exc from None
     return handle
 
 
@@ -243,3 +249,6 @@ class RemoteStore:
 
     async def list_audit(self, namespace: str | None = None, **filters) -> list[dict]:
         return await self._call("list_audit", namespace, **filters)
+
+    async def rotate_secret_key(self) -> dict:
+        return await self._remote_call(self.handle.call, "rotate_secret_key")

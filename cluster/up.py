@@ -119,7 +119,11 @@ def _serve(args: argparse.Namespace, config: ServerConfig, log: logging.Logger) 
         signal.signal(sig, lambda *_: stop.set())
     state_file = Path(args.state_file) if args.state_file else None
     try:
-        url = deploy(host=args.host, port=args.port, cluster=cluster, config=config)
+        try:
+            url = deploy(host=args.host, port=args.port, cluster=cluster, config=config)
+        except ConfigError as exc:  # e.g. the store holds secrets under a key that was not given
+            log.error("%s", exc)
+            return 2
         state = {"pid": os.getpid(), "api_url": url, "ray_address": cluster["ray_address"],
                  "dashboard_url": cluster["dashboard_url"], "started_ray": started_ray,
                  "store": cluster["store"], "log": cluster["log"], "nats_url": config.nats_url,

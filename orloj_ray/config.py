@@ -35,8 +35,10 @@ _ENV = {
     "task_retention": "ORLOJ_TASK_RETENTION",
     "auth_mode": "ORLOJ_AUTH_MODE",
     "api_tokens": "ORLOJ_API_TOKENS",
+    "secret_key": "ORLOJ_SECRET_KEY",
+    "secret_key_file": "ORLOJ_SECRET_KEY_FILE",
 }
-_SECRET_FIELDS = ("api_tokens",)
+_SECRET_FIELDS = ("api_tokens", "secret_key")
 
 
 INGRESSES = ("haproxy", "proxy")
@@ -74,6 +76,12 @@ class ServerConfig:
     """``off`` or ``token``; empty: ``off`` when the API binds loopback, else ``token``."""
     api_tokens: str = field(default="", repr=False)
     """``token:role,token:role`` for ``auth_mode: token`` (roles: reader, writer, controller, admin)."""
+    secret_key: str = field(default="", repr=False)
+    """Keys that encrypt Secrets at rest, comma-separated, each 32 bytes as base64 or hex; the
+    first encrypts, every one decrypts. Empty: ``secret_key_file``, else the default of
+    ``orloj_ray.store.encryption`` (a key file under ``$ORLOJ_HOME`` for PostgreSQL)."""
+    secret_key_file: str = ""
+    """A file holding those keys, one a line (``ORLOJ_SECRET_KEY_FILE``)."""
 
     def __post_init__(self) -> None:
         _check("mode", self.mode, MODES)

@@ -8,7 +8,8 @@ No Ray here: ``serve/deployment.py`` wraps this app with Ray Serve, and tests dr
 Modules: ``routes_resources`` (generic CRUD over the 15 kinds), ``sse`` (watch streams),
 ``routes_tasks`` (logs, messages, metrics), ``routes_approvals`` (approve/deny), ``routes_audit`` (audit trail), ``errors`` (the JSON error
 envelope), ``middleware`` (request id, body limit), ``codec`` (body decoding, redaction),
-``routes_webhooks`` (signed TaskWebhook deliveries), ``auth`` (bearer tokens and roles).
+``routes_webhooks`` (signed TaskWebhook deliveries), ``auth`` (bearer tokens and roles),
+``routes_admin`` (operator actions: secret key rotation).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
 from serve import auth as api_auth
-from serve import routes_approvals, routes_audit, routes_memories, routes_resources, routes_tasks, routes_webhooks, sse
+from serve import (routes_admin, routes_approvals, routes_audit, routes_memories, routes_resources, routes_tasks,
+                   routes_webhooks, sse)
 from serve.codec import now_rfc3339
 from serve.errors import JSONResponse, install_error_handlers
 from serve.middleware import MAX_BODY_BYTES, RequestContext
@@ -122,6 +124,7 @@ def create_app(
     routes_audit.register(app, store)
     routes_memories.register(app, store)
     routes_webhooks.register(app, store)
+    routes_admin.register(app, store)
     api_auth.register(app, auth)
     return app
 

@@ -78,6 +78,7 @@ ROUTE_ROLES: tuple[RouteRole, ...] = (
     RouteRole(frozenset({"POST"}), "prefix", "/v1/webhook-deliveries/", None,
               "authenticated by the TaskWebhook's signature (upstream code asks writer; see compatibility)"),
     RouteRole(WRITES, "tree", "/v1/mcp-servers", "admin", "MCP servers run host commands"),
+    RouteRole(ANY, "tree", "/v1/admin", "admin", "operator actions (secret key rotation)"),
     RouteRole(READS, "tree", "/v1", "reader"),
     RouteRole(ANY, "suffix", "/status", "controller", "status writes belong to controllers"),
     RouteRole(ANY, "tree", "/v1", "writer", "every other mutation"),

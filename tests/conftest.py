@@ -19,6 +19,18 @@ UPSTREAM_EXAMPLES = CONFORMANCE / "upstream-examples"
 GOLDEN = CONFORMANCE / "upstream-examples-normalized.jsonl"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def orloj_home(tmp_path_factory):
+    """``$ORLOJ_HOME`` of this session (and of the Ray it starts): never the user's ``~/.orloj``,
+    where a PostgreSQL store without a configured key would write its secret key file."""
+    previous = os.environ.get("ORLOJ_HOME")
+    if previous is None:
+        os.environ["ORLOJ_HOME"] = str(tmp_path_factory.mktemp("orloj-home"))
+    yield Path(os.environ["ORLOJ_HOME"])
+    if previous is None:
+        os.environ.pop("ORLOJ_HOME", None)
+
+
 @pytest.fixture(scope="session")
 def pg_url():
     """URL of a fresh PostgreSQL database for this test session, dropped at the end.
