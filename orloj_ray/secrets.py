@@ -1,6 +1,7 @@
 """The one way a Secret's value is read: model endpoints, tools, MCP servers, memories, webhooks.
 
-A reference is ``name``, ``ns/name`` or ``name:key``. The Secret in the store is asked first
+A reference is ``name``, ``ns/name`` or ``name:key``; a Secret of another namespace is read
+only when it is shared with the referring one (``orloj_ray.tenancy``). The Secret in the store is asked first
 (its ``data[key]``, base64); only then the server's environment, and there only the variable
 ``ORLOJ_SECRET_<NAME>`` (the name upper-cased, every other character ``_``), as upstream
 documents. The reference itself is never looked up as a variable name: a manifest could
@@ -18,6 +19,7 @@ import re
 from collections.abc import Mapping
 
 from orloj_ray.errors import NotFound
+from orloj_ray.tenancy import not_shared, shared_with
 
 ENV_PREFIX = "ORLOJ_SECRET_"
 
@@ -60,6 +62,8 @@ async def resolve_secret_bytes(store, namespace: str, ref: str, *, default_key: 
         secret = await store.get("Secret", ns, name)
     except NotFound:
         secret = None
+    if secret is not None and not shared_with(secret, namespace):
+        raise LookupError(not_shared("secret", secret, namespace))
     data = ((secret or {}).get("spec") or {}).get("data") or {}
     if key == FIRST_KEY and data:
         key = sorted(data)[0]

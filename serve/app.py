@@ -9,7 +9,8 @@ Modules: ``routes_resources`` (generic CRUD over the 15 kinds), ``sse`` (watch s
 ``routes_tasks`` (logs, messages, metrics), ``routes_approvals`` (approve/deny), ``routes_audit`` (audit trail), ``errors`` (the JSON error
 envelope), ``middleware`` (request id, body limit), ``codec`` (body decoding, redaction),
 ``routes_webhooks`` (signed TaskWebhook deliveries), ``auth`` (bearer tokens and roles),
-``routes_admin`` (operator actions: secret key rotation).
+``routes_admin`` (operator actions: secret key rotation), ``tenancy`` (what a token may see and
+change: namespaces, cluster-wide policies, the audit of writes).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from serve.codec import now_rfc3339
 from serve.errors import JSONResponse, install_error_handlers
 from serve.middleware import MAX_BODY_BYTES, RequestContext
 from serve.routes_resources import list_all
+from serve.tenancy import TenantStore
 
 RuntimeInfo = Callable[[], Awaitable[dict]]
 
@@ -74,6 +76,8 @@ def create_app(
         default_response_class=JSONResponse,
     )
     app.state.store = store
+    if auth.enabled:  # what each token may see and change (namespaces, cluster-wide policies, audit)
+        store = TenantStore(store)
     install_error_handlers(app)
     if auth.enabled:  # added first, so it runs inside RequestContext (request id, body limit)
         app.add_middleware(api_auth.TokenAuth, authenticator=auth)

@@ -16,6 +16,7 @@ from orloj_ray.memory import MemoryBackendError, MemoryRef, memory_ref, memory_t
 from orloj_ray.resources import agent_tool_names
 from orloj_ray.secrets import resolve_secret
 from orloj_ray.store import Store
+from orloj_ray.tenancy import not_shared, shared_with
 from orloj_ray.tools import ToolError, auth_of, resolve_auth, with_auth
 
 DEFAULT_ENDPOINT_LABEL = "orloj.dev/default-model-endpoint"
@@ -100,6 +101,8 @@ async def resolve_endpoint(store: Store, namespace: str, agent: dict, secrets: _
         resource = await _get(store, "ModelEndpoint", ns, ref)
         if resource is None:
             raise LookupError(f'agent "{name}" model resolution failed: model endpoint "{ref}" not found')
+        if not shared_with(resource, namespace):
+            raise LookupError(f'agent "{name}": {not_shared("model endpoint", resource, namespace)}')
     elif model_override:
         resource = await default_endpoint(store, namespace)
         if resource is None:
@@ -198,8 +201,11 @@ async def resolve_task(store: Store, task: dict) -> ResolvedTask:
         resolved.tools[name] = [await _with_mcp_connection(store, t, secrets) for t in tools]
         for role in aspec.get("roles") or []:
             ns, role_name = _split_ref(role, namespace)
-            if await _get(store, "AgentRole", ns, role_name) is None:
+            found = await _get(store, "AgentRole", ns, role_name)
+            if found is None:
                 problems.append(f'agent "{name}" references missing role "{role}"')
+            elif not shared_with(found, namespace):
+                problems.append(f'agent "{name}": {not_shared("role", found, namespace)}')
         memory_ref = (aspec.get("memory") or {}).get("ref")
         memory = await _get(store, "Memory", namespace, memory_ref) if memory_ref else None
         if memory_ref and memory is None:
