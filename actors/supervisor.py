@@ -34,6 +34,7 @@ from orloj_ray.engine.runtime import LocalAgentRuntime
 from orloj_ray.engine.scaling import Scaling
 from orloj_ray.engine.turn import TurnRequest, TurnResult
 from orloj_ray.memory import register_memory
+from orloj_ray.mcp import McpPolicy
 from orloj_ray.tools import default_tool_runner
 from orloj_ray.errors import OrlojError, Unavailable
 
@@ -213,6 +214,7 @@ class Supervisor:
             RemoteStore(), _sequential_runtime(self.config) if sequential else ray_runtime, worker=worker,
             probe=ray_runtime.probe, max_concurrent_tasks=max_concurrent_tasks,
             max_parallel_turns=1 if sequential else None, task_retention=self.config.task_retention_delta(),
+            mcp_policy=McpPolicy.from_config(self.config),
         )
         loop = asyncio.get_running_loop()
         self._loop = loop.create_task(self._main(sequential))

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from cluster.ray_env import apply_local_env
-from orloj_ray.config import ConfigError, ServerConfig
+from orloj_ray.config import ConfigError, ServerConfig, ray_auth_warning
 from serve.auth import resolve_auth_mode
 
 
@@ -48,6 +48,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--nats-monitor-url", default=None, help="NATS /varz endpoint; env ORLOJ_NATS_MONITOR_URL")
     p.add_argument("--task-retention", default=None, help="keep finished tasks' history this long; env ORLOJ_TASK_RETENTION")
     p.add_argument("--tool-allowed-networks", default=None, help="CIDRs; env ORLOJ_TOOL_ALLOWED_NETWORKS")
+    p.add_argument("--mcp-commands", default=None, help="programs stdio McpServers may launch; env ORLOJ_MCP_COMMANDS")
     p.add_argument("--auth-mode", default=None, help="off or token; env ORLOJ_AUTH_MODE")
     return p.parse_args(argv)
 
@@ -65,11 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         config = ServerConfig.from_env(mode=args.mode, store=args.store, database_url=args.database_url,
                                        log=args.log_backend, nats_url=args.nats_url,
                                        nats_monitor_url=args.nats_monitor_url, task_retention=args.task_retention,
-                                       tool_allowed_networks=args.tool_allowed_networks, auth_mode=args.auth_mode)
+                                       tool_allowed_networks=args.tool_allowed_networks,
+                                       mcp_commands=args.mcp_commands, auth_mode=args.auth_mode)
         config = resolve_auth_mode(config, args.host)  # refuse an open API beyond loopback before starting anything
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
+    if warning := ray_auth_warning(args.host):
+        log.warning("%s", warning)
     nats = None
     if config.log == "jetstream" and not config.nats_url:
         from cluster.nats_server import NatsServer
