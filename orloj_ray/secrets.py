@@ -22,6 +22,9 @@ from orloj_ray.errors import NotFound
 from orloj_ray.tenancy import not_shared, shared_with
 
 ENV_PREFIX = "ORLOJ_SECRET_"
+RESERVED = frozenset({"ORLOJ_SECRET_KEY", "ORLOJ_SECRET_KEY_FILE"})
+"""The server's own settings under the prefix (the keys that encrypt Secrets at rest): never
+read for a reference (``secretRef: key`` would otherwise hand out the encryption key)."""
 
 FIRST_KEY = ""
 """``key`` value that takes the first data key in sorted order (TaskWebhook's HMAC key)."""
@@ -75,6 +78,9 @@ async def resolve_secret_bytes(store, namespace: str, ref: str, *, default_key: 
         if value.strip():
             return value
     variable = env_name(name)
+    if variable in RESERVED:
+        raise LookupError(f'secret "{ns}/{name}" not found (apply a Secret; {variable} is a server setting, '
+                          "never read for a reference)")
     value = (os.environ if environ is None else environ).get(variable, "").strip()
     if value:
         return value.encode()
