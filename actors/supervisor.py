@@ -34,6 +34,7 @@ from orloj_ray.memory import register_memory
 from orloj_ray.messaging.factory import open_log
 from orloj_ray.retry import Backoff
 from orloj_ray.observability import default_task_metrics
+from orloj_ray.mcp import McpPolicy
 from orloj_ray.tools import default_tool_runner
 
 log = logging.getLogger("orloj_ray.supervisor")
@@ -78,6 +79,7 @@ class Supervisor:
             process_store(self.config), _sequential_runtime(self.config) if sequential else PooledAgentRuntime(),
             worker=worker, shards=self.shards, max_concurrent_tasks=max_concurrent_tasks,
             max_parallel_turns=1 if sequential else None, task_retention=self.config.task_retention_delta(),
+            mcp_policy=McpPolicy.from_config(self.config),
         )
         loop = asyncio.get_running_loop()
         self._loop = loop.create_task(self._main(sequential))

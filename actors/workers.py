@@ -102,7 +102,7 @@ async def mirror_workers(store, nodes: Iterable[NodeInfo], *, current_tasks: Map
                          now: str | None = None) -> MirrorReport:
     """Upsert a Worker per alive node (heartbeat now) and mark the others ``NotReady``.
 
-    ``current_tasks`` maps node ids to turns in flight (``RayAgentRuntime.current_tasks``).
+    ``current_tasks`` maps node ids to turns in flight (the agent pool: turns in flight on its actors).
     A spec is written only when it changed, so steady heartbeats produce status events only.
     """
     now = now or now_rfc3339_nano()
@@ -144,7 +144,7 @@ async def mirror_workers(store, nodes: Iterable[NodeInfo], *, current_tasks: Map
 
 async def sync_workers(store, runtime=None, *, max_concurrent_tasks: int = DEFAULT_MAX_CONCURRENT_TASKS
                        ) -> MirrorReport:
-    """Mirror the live Ray nodes now; ``runtime`` (a ``RayAgentRuntime``) supplies ``currentTasks``.
+    """Mirror the live Ray nodes now; ``runtime`` supplies ``currentTasks``.
 
     Call it every ``HEARTBEAT_S`` seconds from the Supervisor's loop.
     """

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from cluster.ray_env import apply_local_env
-from orloj_ray.config import ConfigError, ServerConfig
+from orloj_ray.config import ConfigError, ServerConfig, ray_auth_warning
 from serve.auth import resolve_auth_mode
 
 
@@ -50,6 +50,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--nats-monitor-url", default=None, help="NATS /varz endpoint; env ORLOJ_NATS_MONITOR_URL")
     p.add_argument("--task-retention", default=None, help="keep finished tasks' history this long; env ORLOJ_TASK_RETENTION")
     p.add_argument("--tool-allowed-networks", default=None, help="CIDRs; env ORLOJ_TOOL_ALLOWED_NETWORKS")
+    p.add_argument("--mcp-commands", default=None, help="programs stdio McpServers may launch; env ORLOJ_MCP_COMMANDS")
     p.add_argument("--auth-mode", default=None, help="off or token; env ORLOJ_AUTH_MODE")
     p.add_argument("--supervisors", default=None, help="supervisor actors sharing the tasks; env ORLOJ_SUPERVISORS")
     p.add_argument("--agent-idle-ttl", default=None,
@@ -72,13 +73,16 @@ def main(argv: list[str] | None = None) -> int:
         config = ServerConfig.from_env(mode=args.mode, store=args.store, database_url=args.database_url,
                                        log=args.log_backend, nats_url=args.nats_url,
                                        nats_monitor_url=args.nats_monitor_url, task_retention=args.task_retention,
-                                       tool_allowed_networks=args.tool_allowed_networks, auth_mode=args.auth_mode,
+                                       tool_allowed_networks=args.tool_allowed_networks,
+                                       mcp_commands=args.mcp_commands, auth_mode=args.auth_mode,
                                        supervisors=args.supervisors, agent_idle_ttl=args.agent_idle_ttl,
                                        max_agent_actors=args.max_agent_actors)
         config = resolve_auth_mode(config, args.host)  # refuse an open API beyond loopback before starting anything
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
+    if warning := ray_auth_warning(args.host):
+        log.warning("%s", warning)
     nats = None
     if config.log == "jetstream" and not config.nats_url:
         from cluster.nats_server import NatsServer
@@ -128,7 +132,11 @@ def _serve(args: argparse.Namespace, config: ServerConfig, log: logging.Logger) 
         signal.signal(sig, lambda *_: stop.set())
     state_file = Path(args.state_file) if args.state_file else None
     try:
-        url = deploy(host=args.host, port=args.port, cluster=cluster, config=config)
+        try:
+            url = deploy(host=args.host, port=args.port, cluster=cluster, config=config)
+        except ConfigError as exc:  # e.g. the store holds secrets under a key that was not given
+            log.error("%s", exc)
+            return 2
         state = {"pid": os.getpid(), "api_url": url, "ray_address": cluster["ray_address"],
                  "dashboard_url": cluster["dashboard_url"], "started_ray": started_ray,
                  "store": cluster["store"], "log": cluster["log"], "nats_url": config.nats_url,

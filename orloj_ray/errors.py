@@ -6,6 +6,7 @@ task status, the API and the CLI), an HTTP ``status`` for the REST layer, an opt
 
     OrlojError                      orloj.error        500
     ├── InvalidResource             invalid            400  bad manifest / request body
+    ├── Forbidden                   forbidden          403  outside the caller's namespaces
     ├── NotFound                    not_found          404
     ├── Conflict                    conflict           409  stale resourceVersion, exists
     ├── TooLarge                    too_large          413
@@ -67,6 +68,11 @@ class InvalidResource(OrlojError):
 
 def _rebuild_invalid(cls, message, field, code, problems):
     return cls(message, field=field, code=code, problems=problems)
+
+
+class Forbidden(OrlojError):
+    code = "forbidden"
+    status = 403
 
 
 class NotFound(OrlojError):

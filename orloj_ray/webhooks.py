@@ -37,6 +37,7 @@ from orloj_ray.resources import normalize
 from orloj_ray.secrets import FIRST_KEY, resolve_secret_bytes
 from orloj_ray.store.base import Event
 from orloj_ray.store.util import clone, list_all, pages, rfc3339nano, utcnow
+from orloj_ray.tenancy import not_shared, shared_with
 
 log = logging.getLogger("orloj_ray.webhooks")
 
@@ -279,6 +280,8 @@ async def create_run_task(store, hook: dict, event_id: str, body: bytes, now: da
         template = await store.get("Task", ns, name)
     except NotFound:
         raise ValueError(f'task template "{ref}" not found') from None
+    if not shared_with(template, meta.get("namespace") or "default"):
+        raise ValueError(not_shared("task template", template, meta.get("namespace") or "default"))
     if str((template.get("spec") or {}).get("mode") or "").strip().lower() != "template":
         raise ValueError(f'task template "{ref}" must set spec.mode=template')
     task = normalize(build_run_task(template, hook, event_id, body, now), kind="Task")

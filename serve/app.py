@@ -10,7 +10,9 @@ Modules: ``routes_resources`` (generic CRUD over the 15 kinds), ``sse`` (watch s
 envelope), ``middleware`` (request id, body limit), ``codec`` (body decoding, redaction),
 ``routes_webhooks`` (signed TaskWebhook deliveries), ``auth`` (bearer tokens and roles),
 ``routes_native_auth`` (upstream's password routes, answered "use tokens"), ``openapi``
-(``/openapi.json`` and ``/docs``), ``ui_routes`` (the web console at ``/ui/``).
+(``/openapi.json`` and ``/docs``), ``ui_routes`` (the web console at ``/ui/``),
+``routes_admin`` (operator actions: secret key rotation), ``tenancy`` (what a token may see and
+change: namespaces, cluster-wide policies, the audit of writes).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fastapi.responses import PlainTextResponse
 from serve import auth as api_auth
 from serve import (
     openapi,
+    routes_admin,
     routes_approvals,
     routes_audit,
     routes_memories,
@@ -39,6 +42,7 @@ from serve.middleware import MAX_BODY_BYTES, RequestContext
 from orloj_ray.store.util import list_all
 from orloj_ray.observability import merge, render
 from orloj_ray.observability.store_metrics import store_snapshot
+from serve.tenancy import TenantStore
 
 RuntimeInfo = Callable[[], Awaitable[dict]]
 MetricsSource = Callable[[], Awaitable[list[dict]]]
@@ -90,6 +94,8 @@ def create_app(
     )
     app.state.store = store
     app.state.strict_fields = strict_fields
+    if auth.enabled:  # what each token may see and change (namespaces, cluster-wide policies, audit)
+        store = TenantStore(store)
     install_error_handlers(app)
     if auth.enabled:  # added first, so it runs inside RequestContext (request id, body limit)
         app.add_middleware(api_auth.TokenAuth, authenticator=auth)
@@ -136,6 +142,7 @@ def create_app(
     routes_audit.register(app, store)
     routes_memories.register(app, store)
     routes_webhooks.register(app, store)
+    routes_admin.register(app, store)
     api_auth.register(app, auth)
     ui_routes.register(app)
     routes_native_auth.register(app)

@@ -127,6 +127,7 @@ async def _follow(request: Request, store, cursor: int, settings: StreamSettings
     while not await request.is_disconnected():
         due_in = settings.heartbeat_s - (time.monotonic() - last_beat)
         events = await store.events_after(cursor, timeout_s=max(0.0, min(settings.wait_s, due_in)), kinds=kinds)
+        cursor = max(cursor, getattr(events, "cursor", 0))  # past events a scoped token does not see (serve.tenancy)
         if events:
             cursor = max(cursor, events[-1].id)
             yield _coalesce(events) if coalesce else events

@@ -110,6 +110,10 @@ def up(
         "--tool-allowed-networks",
         help="Comma-separated CIDRs tools may reach although private/loopback, e.g. 127.0.0.0/8 "
              "(env ORLOJ_TOOL_ALLOWED_NETWORKS).")] = None,
+    mcp_commands: Annotated[Optional[str], typer.Option(
+        "--mcp-commands",
+        help="Comma-separated programs stdio McpServers may launch, e.g. npx,uvx; none by default "
+             "(env ORLOJ_MCP_COMMANDS).")] = None,
     auth_mode: Annotated[Optional[str], typer.Option(
         "--auth-mode", help="API authentication: off or token (env ORLOJ_AUTH_MODE; default off on loopback only).",
     )] = None,
@@ -133,10 +137,14 @@ def up(
         config = ServerConfig.from_env(mode=mode, store=store, database_url=database_url, log=log_backend,
                                        nats_url=nats_url, nats_monitor_url=nats_monitor_url,
                                        task_retention=task_retention, tool_allowed_networks=tool_allowed_networks,
-                                       auth_mode=auth_mode, supervisors=supervisors, agent_idle_ttl=agent_idle_ttl,
-                                       max_agent_actors=max_agent_actors)
+                                       mcp_commands=mcp_commands, auth_mode=auth_mode, supervisors=supervisors,
+                                       agent_idle_ttl=agent_idle_ttl, max_agent_actors=max_agent_actors)
     except ConfigError as exc:
         fail(str(exc), 2)
+    from orloj_ray.config import ray_auth_warning
+
+    if warning := ray_auth_warning(host, {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}):
+        note(f"warning: {warning}")
     if ingress is not None:
         from orloj_ray.config import INGRESSES
 

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from orloj_ray.cli import audit_cmd, backup_cmds, local, resources_cmds, run_cmds, scaffold, task_ops
+from orloj_ray.cli import admin_cmds, audit_cmd, backup_cmds, local, resources_cmds, run_cmds, scaffold, task_ops
 from orloj_ray.cli.common import Settings, echo
 
 app = typer.Typer(
@@ -63,6 +63,7 @@ run_cmds.register(app)
 task_ops.register(app)
 backup_cmds.register(app)
 audit_cmd.register(app)
+admin_cmds.register(app)
 
 _GLOBAL_VALUE_FLAGS = ("--server", "--api-token")
 

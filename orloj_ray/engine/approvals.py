@@ -96,10 +96,13 @@ async def approval_outcome(store, namespace: str, name: str) -> str | None:
             "Expired": "tool approval expired, task resumed to record it"}.get(phase)
 
 
-async def persist_audit(store, records: list[dict]) -> None:
+async def persist_audit(store, records: list[dict], mask=None) -> None:
     """Append ``records`` to the Store's audit trail and publish each on the event stream
-    (``audit.<decision>``). Failures are logged, never raised: the decision was already made."""
+    (``audit.<decision>``). Failures are logged, never raised: the decision was already made.
+    ``mask``: the task's ``RecordMask`` (its secret values masked in every field)."""
     for record in records:
+        if mask is not None:
+            record = mask.record(record)
         try:
             stored = await store.append_audit(record)
             await store.publish(Event(

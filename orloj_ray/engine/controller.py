@@ -16,6 +16,7 @@ from orloj_ray.engine.claims import claim
 from orloj_ray.engine.executor import TaskExecutor
 from orloj_ray.engine.mailbox import Mailbox
 from orloj_ray.engine.mcp_sync import McpSync
+from orloj_ray.mcp import McpPolicy
 from orloj_ray.engine.owned import delete_owned
 from orloj_ray.engine.reconcile import SOURCE as RECONCILER, reconcile
 from orloj_ray.engine.shards import Shards
@@ -50,7 +51,8 @@ class Controller:
                  max_concurrent_tasks: int = 256, resync_s: float = 30.0, lease_scan_s: float = 5.0,
                  lease_s: float = LEASE_S, max_parallel_turns: int | None = None, mailbox: Mailbox | None = None,
                  clock: Callable[[], datetime] = utcnow, schedule_max_sleep_s: float = 30.0,
-                 task_retention: timedelta = DEFAULT_TASK_RETENTION, retention_scan_s: float = 300.0):
+                 task_retention: timedelta = DEFAULT_TASK_RETENTION, retention_scan_s: float = 300.0,
+                 mcp_policy: McpPolicy | None = None):
         self.store = store
         self.runtime = runtime
         self.worker = worker
@@ -72,7 +74,7 @@ class Controller:
         self._executors: dict[str, TaskExecutor] = {}
         self._stop = asyncio.Event()
         self._cursor = 0
-        self.mcp = McpSync(store)
+        self.mcp = McpSync(store, policy=mcp_policy)
         self.clock = clock
         self.schedules = ScheduleController(store, clock=clock)
         self.schedule_max_sleep_s = schedule_max_sleep_s

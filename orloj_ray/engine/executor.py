@@ -179,6 +179,7 @@ class TaskExecutor:
         try:
             await synced
             self.resolved = await resolve_task(self.reads, self.task)
+            self.recorder.mask_secrets(self.resolved)
         except TaskInvalid as exc:
             await self.recorder.fail("task_invalid", str(exc))
             return
@@ -502,7 +503,7 @@ class TaskExecutor:
                 else:
                     async with self._turn_slots:
                         result = await self.runtime.run_turn(request)
-                await persist_audit(self.store, result.audit)
+                await persist_audit(self.store, result.audit, self.recorder.mask)
                 if result.ok:
                     return result
                 if result.error_code == APPROVAL_PENDING:

@@ -40,6 +40,7 @@ from orloj_ray.errors import Conflict, InvalidResource, NotFound
 from orloj_ray.resources import normalize
 from orloj_ray.store.base import Event, LabelSelector
 from orloj_ray.store.util import clone, list_all, rfc3339nano, utcnow
+from orloj_ray.tenancy import not_shared, shared_with
 
 log = logging.getLogger("orloj_ray.schedules")
 
@@ -257,6 +258,8 @@ class ScheduleController:
             template = await self.store.get("Task", tns, tname)
         except NotFound:
             raise ValueError(f'task template "{ref}" not found') from None
+        if not shared_with(template, ns):
+            raise ValueError(not_shared("task template", template, ns))
         if str((template.get("spec") or {}).get("mode") or "").strip().lower() != "template":
             raise ValueError(f'task template "{ref}" must set spec.mode=template')
         labels = dict(template["metadata"].get("labels") or {})

@@ -14,6 +14,12 @@ stored and writes the next status against that ``resourceVersion`` without readi
 A ``Conflict`` (someone else wrote the task meanwhile) falls back to a fresh read-modify-write,
 so the checks above always run against what is stored. A task's kickoff messages are written
 with its start (docs/benchmarks.md has the figures).
+
+Every secret value resolved for the task (``mask_secrets``) is masked in everything the
+recorder writes: the status (output, trace, history, messages, join states, lastError), the
+task events, the audit records handed to ``persist_audit`` with ``self.mask``, and the payload
+of every message it records, which is then the payload the executor sends on (a model that
+echoes its key passes it neither to the next agent nor to the message log).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from orloj_ray import lifecycle
 from orloj_ray.errors import Conflict
 from orloj_ray.lifecycle import ENGINE_SOURCE as SOURCE, LEASE_S, TERMINAL, LeaseLost, TaskStopped
 from orloj_ray.observability import TaskMetrics, default_task_metrics
+from orloj_ray.redact import RecordMask
 from orloj_ray.store.base import Event
 from orloj_ray.store.util import clone, mutate_status, now_rfc3339_nano
 
@@ -62,6 +69,12 @@ class TaskRecorder:
         self._seq = sum(1 for row in status.get("trace") or [] if row.get("attempt") == self.attempt)
         self._stored: dict | None = clone(task) if (task.get("metadata") or {}).get("resourceVersion") else None
         """The object as this recorder's last write stored it (None: read it first)."""
+        self.mask = RecordMask()
+        """The task's secret values, masked in every record (set by ``mask_secrets``)."""
+
+    def mask_secrets(self, resolved: ResolvedTask) -> None:
+        """Mask, from now on, every secret value the task's resolution handed out."""
+        self.mask = RecordMask(resolved.secret_values)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -73,6 +86,7 @@ class TaskRecorder:
                 raise TaskStopped("write", status["phase"], f"task is {status['phase']}")
             lifecycle.check_owner(status, self.worker, self.epoch, "write")
             status = change(status) or status
+            status = self.mask.record(status)
             for key, cap in (("trace", TRACE_CAP), ("history", HISTORY_CAP), ("messages", MESSAGES_CAP)):
                 if len(status.get(key) or []) > cap:
                     status[key] = status[key][-cap:]
@@ -116,13 +130,15 @@ class TaskRecorder:
         await self.store.publish(Event(
             id=0, timestamp="", source=SOURCE, type=f"task.{transition.event}", kind="Task", name=self.name,
             namespace=self.namespace, action=str(status.get("phase", "")).lower(),
-            data={**lifecycle.event_data(status), "claimedBy": self.worker},
+            data={**lifecycle.event_data(status), "claimedBy": self.worker,
+                  "lastError": self.mask.text(status.get("lastError", ""))},
         ))
 
     def _message(self, status: dict, env: Envelope, **fields) -> None:
         messages = status.setdefault("messages", [])
         record = next((m for m in messages if m.get("message_id") == env.message_id), None)
         if record is None:
+            env.payload = self.mask.record(env.payload)  # what is sent on is what is recorded
             record = {
                 "timestamp": now_rfc3339_nano(), "message_id": env.message_id, "idempotency_key": env.message_id,
                 "task_id": f"{self.namespace}/{self.name}", "attempt": self.attempt, "system": self.system,

@@ -7,31 +7,37 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 
-from orloj_ray.store.util import list_all
-from orloj_ray.errors import NotFound
 from orloj_ray.engine.approvals import task_approvals
+from orloj_ray.errors import NotFound
 from orloj_ray.governance.approvals import MESSAGE_ANNOTATION, grant_view
 from orloj_ray.governance.context import TurnGovernance, version_of
 from orloj_ray.resources import expand_agent, permission_strings
-
+from orloj_ray.store.util import list_all
+from orloj_ray.tenancy import confined, shared_with
 
 _all = list_all
 
+
 def _view(obj: dict) -> dict:
     meta = obj["metadata"]
-    return {"name": meta["name"], "namespace": meta.get("namespace") or "default",
+    view = {"name": meta["name"], "namespace": meta.get("namespace") or "default",
             "version": version_of(obj.get("kind") or "", meta["name"], obj.get("spec") or {}),
             "spec": obj.get("spec") or {}}
+    if confined(meta):
+        view["confined"] = True  # a global policy that applies to its own namespace only
+    return view
 
 
 async def _role(store, namespace: str, role: str) -> dict | None:
-    """``<task namespace>/<role>``, then (a name with ``/``) the role as given (upstream's lookup)."""
+    """``<task namespace>/<role>``, then (a name with ``/``) the role as given (upstream's lookup);
+    a role of another namespace only when it is shared with this one (else: missing)."""
     candidates = [(namespace, role)] + ([tuple(role.split("/", 1))] if "/" in role else [])
     for ns, name in candidates:
         try:
-            return await store.get("AgentRole", ns or namespace, name)
+            found = await store.get("AgentRole", ns or namespace, name)
         except NotFound:
             continue
+        return found if shared_with(found, namespace) else None
     return None
 
 
