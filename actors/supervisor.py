@@ -77,7 +77,7 @@ class Supervisor:
         self.shards = Shards(index=index, count=count, names=tuple(supervisor_name(i) for i in range(count)))
         self.controller = Controller(
             process_store(self.config), _sequential_runtime(self.config) if sequential else PooledAgentRuntime(),
-            worker=worker, shards=self.shards, max_concurrent_tasks=max_concurrent_tasks,
+            worker=worker, shards=self.shards, mode=self.mode, max_concurrent_tasks=max_concurrent_tasks,
             max_parallel_turns=1 if sequential else None, task_retention=self.config.task_retention_delta(),
             mcp_policy=McpPolicy.from_config(self.config),
         )
