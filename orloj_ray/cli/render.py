@@ -158,15 +158,28 @@ def trace_rows(task: dict) -> tuple[list[str], list[list[str]]]:
         latency = e.get("latency_ms")
         rows.append([
             cell(_short_time(e.get("timestamp"))), cell(e.get("type")), cell(agent),
-            cell(e.get("model") or models.get(agent)), cell(e.get("tokens")),
-            f"{latency}ms" if latency not in (None, "") else "-",
+            cell(e.get("model") or models.get(agent)), cell(e.get("tokens")), ms(latency),
             cell(_trace_message(e), 200),
         ])
     return headers, rows
 
 
+def ms(value: Any) -> str:
+    """A measured duration: ``401ms``; ``<1ms`` for one under a millisecond (an int 0: a mock
+    model answers in microseconds); ``-`` when none was measured."""
+    if value in (None, ""):
+        return "-"
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        return cell(value)
+    return "<1ms" if n <= 0 else f"{n}ms"
+
+
 def _trace_message(e: dict) -> str:
     parts = [str(e.get("message") or "")]
+    if e.get("elapsed_ms") not in (None, ""):  # agent_end: since the message was sent, actor start included
+        parts.append(f"elapsed={ms(e['elapsed_ms'])}")
     if e.get("tool"):
         parts.append(f"tool={e['tool']}")
     if e.get("error_code"):
