@@ -355,3 +355,14 @@ def test_apply_reads_manifests_from_stdin(cli_env):
                          timeout=60)
     assert res.returncode == 0, res.stderr
     assert "applied modelendpoint/stdin-endpoint" in res.stdout.lower()
+
+
+def test_global_flags_move_to_the_front_except_a_profiles_own():
+    from orloj_ray.cli.main import hoist_global_flags
+
+    assert hoist_global_flags(["get", "agents", "--server", "u", "-o", "json"]) == ["--server", "u", "get", "agents",
+                                                                                 "-o", "json"]
+    assert hoist_global_flags(["get", "agents", "config", "--api-token=t"]) == ["--api-token=t", "get", "agents",
+                                                                               "config"]
+    assert hoist_global_flags(["--server", "u", "config", "set-profile", "p", "--server", "v"]) == [
+        "--server", "u", "config", "set-profile", "p", "--server", "v"]

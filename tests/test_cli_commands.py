@@ -129,6 +129,8 @@ def test_edit_writes_back_with_if_match_and_never_over_a_newer_version(cli_env, 
     assert res.returncode == 1 and "max_steps" in res.stderr and "nothing was changed" in res.stderr, res.stderr
     assert httpx.get(f"{orloj_api}/v1/agents/{agent}", params={"namespace": ns}, timeout=10).json()["spec"][
         "prompt"] == "changed meanwhile"
+    res = orloj({**cli_env, "EDITOR": "true"}, "edit", "secret", "any", "-n", ns)  # read back as ***: not editable
+    assert res.returncode == 2 and "orloj create secret any --from-literal" in res.stderr
 
 
 # ---------------------------------------------------------------- diff

@@ -57,6 +57,9 @@ def edit(
     info = resolve_kind(resource)
     if info.kind == "ToolApproval":
         fail("tool approvals are decided, not edited: orloj approve|deny tool-approval NAME", 2)
+    if info.kind == "Secret":  # the server shows *** for every value: writing that back would destroy them
+        fail(f"secret values are masked when read, so a secret cannot be edited: set them with "
+             f"`orloj create secret {name} --from-literal KEY=VALUE` (it replaces the secret)", 2)
     ns = namespace_or(ctx, namespace)
     client = make_client(ctx)
     obj = client.get(info.kind, name, ns)

@@ -123,8 +123,8 @@ def hoist_global_flags(argv: list[str]) -> list[str]:
     """Move ``--server``/``--api-token`` (either ``--flag v`` or ``--flag=v``) to the front so
     they work after the subcommand too (not after ``config``, whose ``set-profile --server``
     is the profile's own)."""
-    if "config" in argv[:argv.index("--") if "--" in argv else len(argv)]:
-        head = argv.index("config")
+    head = _command_index(argv)
+    if head is not None and argv[head] == "config":
         return hoist_global_flags(argv[:head]) + argv[head:]
     front, rest, i = [], [], 0
     while i < len(argv):
@@ -142,6 +142,20 @@ def hoist_global_flags(argv: list[str]) -> list[str]:
             rest.append(arg)
         i += 1
     return front + rest
+
+
+def _command_index(argv: list[str]) -> int | None:
+    """Where the subcommand is: the first word that is neither a global flag nor its value."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in (*_GLOBAL_VALUE_FLAGS, "--namespace", "-n"):
+            i += 2
+        elif arg.startswith("-"):
+            i += 1
+        else:
+            return i
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
