@@ -51,6 +51,27 @@ INGRESSES = ("haproxy", "proxy")
 """``ORLOJ_INGRESS`` / ``orloj up --ingress``: the HTTP ingress of a Ray cluster orloj-ray starts,
 HAProxy (the default where Ray ships it) or Serve's Python proxy (``cluster/ray_env.py``)."""
 
+DEFAULT_API_PORT = 8080
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
+
+
+def default_api_port(environ: dict | None = None) -> int:
+    """Where a server started on this machine listens unless told: the port of
+    ``$ORLOJ_SERVER`` (or ``$ORLOJCTL_SERVER``) when that URL names this machine, so the CLI
+    finds what ``orloj up`` started; else 8080."""
+    env = os.environ if environ is None else environ
+    for var in ("ORLOJCTL_SERVER", "ORLOJ_SERVER"):
+        url = (env.get(var) or "").strip()
+        if url:
+            parts = urlsplit(url if "://" in url else f"http://{url}")
+            try:
+                port = parts.port
+            except ValueError:
+                port = None
+            return port if port and parts.hostname in LOCAL_HOSTS else DEFAULT_API_PORT
+    return DEFAULT_API_PORT
+
+
 class ConfigError(ValueError):
     """A setting has a value this server cannot use; the message names the flag and env var."""
 

@@ -25,6 +25,7 @@ echoes its key passes it neither to the next agent nor to the message log).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Collection
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -81,6 +82,8 @@ class TaskRecorder:
     def mask_secrets(self, resolved: ResolvedTask) -> None:
         """Mask, from now on, every secret value the task's resolution handed out."""
         self.mask = RecordMask(resolved.secret_values)
+        self._sent: dict[str, float] = {}
+        """``time.monotonic()`` when each message's turn was marked Running here, for ``elapsed_ms``."""
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -206,6 +209,7 @@ class TaskRecorder:
         self._message(status, env, phase="Running", worker=self.worker, max_attempts=max_attempts,
                       attempts=(record or {}).get("attempts", 0) + 1)
         self._trace(status, "agent_start", agent=env.to_agent, message=f"from={env.from_agent} branch={env.branch_id}")
+        self._sent[env.message_id] = time.monotonic()
 
     async def message_done(self, env: Envelope, why: str) -> None:
         def change(status: dict) -> None:
@@ -278,14 +282,21 @@ class TaskRecorder:
         follows this write; a turn that starts at once needs no write of its own), and with
         ``finished_ms`` (the last turn of a task with nothing else in flight) the task's success
         is part of the same write: two fewer writes per pipeline agent, the states in between
-        skipped, none added."""
+        skipped, none added.
+
+        ``agent_end`` carries ``latency_ms`` (the turn inside the agent's process) and, when this
+        run started the turn, ``elapsed_ms``: from the message going Running to its result,
+        which adds the actor's start, placement and the mailbox to the turn itself."""
+        sent = self._sent.pop(env.message_id, None)
+        elapsed_ms = int((time.monotonic() - sent) * 1000) if sent is not None else None
+
         def change(status: dict) -> None:
             for row in result.trace:
                 self._trace(status, row["type"], **{k: v for k, v in row.items() if k not in ("type", "timestamp")})
             self._trace(
                 status, "agent_end", agent=result.agent, model=result.model, tokens=result.tokens,
                 input_tokens=result.input_tokens, output_tokens=result.output_tokens,
-                token_usage_source=result.token_source, latency_ms=result.duration_ms,
+                token_usage_source=result.token_source, latency_ms=result.duration_ms, elapsed_ms=elapsed_ms,
                 tool_calls=result.tool_calls, branch_id=env.branch_id,
                 input="\n\n".join(e.content for e in inbox), output=result.output,
                 message=f"steps={result.steps} tool_calls={result.tool_calls} tokens={result.tokens}",
