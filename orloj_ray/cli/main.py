@@ -78,28 +78,6 @@ def completion(shell: Annotated[str, typer.Argument(help="bash, zsh or fish.", a
     echo(get_completion_script(prog_name=prog, complete_var=f"_{prog.upper()}_COMPLETE", shell=shell))
 
 
-admin = typer.Typer(help="Server administration (upstream's native auth mode).", no_args_is_help=True)
-
-
-@admin.command("reset-password")
-def reset_password(
-    ctx: typer.Context,
-    new_password: Annotated[str, typer.Option("--new-password", help="The new admin password.")],
-    username: Annotated[Optional[str], typer.Option("--username", help="Admin user (default: the server's).")] = None,
-) -> None:
-    """Reset the local admin's password (POST /v1/auth/admin/reset-password; needs an admin token)."""
-    from orloj_ray.errors import NotFound
-
-    body = {"new_password": new_password, **({"username": username} if username else {})}
-    try:
-        make_client(ctx).request("POST", "/v1/auth/admin/reset-password", json_body=body)
-    except NotFound:
-        fail("this server has no password login to reset: orloj-ray authenticates with bearer tokens "
-             "(--auth-mode token, tokens and roles in ORLOJ_API_TOKENS); upstream's native mode is not implemented")
-    echo("admin password reset")
-
-
-app.add_typer(admin, name="admin")
 scaffold.register(app)
 local.register(app)
 resources_cmds.register(app)
