@@ -25,7 +25,7 @@ import ray
 from actors import RAY_NAMESPACE
 from actors.placement import placed_actor_name
 from orloj_ray.engine.fleet import FRESH_GRACE_S, AgentReclaimed
-from orloj_ray.store.util import now_rfc3339_nano
+from orloj_ray.clock import now_rfc3339_nano
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=1000)

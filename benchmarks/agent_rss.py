@@ -5,7 +5,7 @@
 An agent actor imports the turn machinery (gateway, tools, governance, memory, MCP client) on
 its first turn, not at start (``actors/agent_actor.py``). Before that change every actor
 imported it in its constructor, so "after one turn" is also what an idle actor of the old code
-held. Each figure is the median over ``--actors`` actors of one Ray cluster started here, read
+held. ``bare_ray_actor_mib`` is the floor: a Ray worker with an empty actor. Each figure is the median over ``--actors`` actors of one Ray cluster started here, read
 from /proc (VmRSS) once the actor has answered.
 """
 
@@ -30,6 +30,16 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+class _BareActor:
+    """The floor: a Ray actor that imports nothing of orloj-ray."""
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+_Bare = None
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--actors", type=int, default=3)
@@ -44,9 +54,17 @@ def main() -> int:
     from orloj_ray.engine.turn import TurnRequest
     from orloj_ray.gateway import Endpoint
 
+    global _Bare
+    _Bare = ray.remote(num_cpus=0)(_BareActor)
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning", log_to_driver=False,
              _node_ip_address="127.0.0.1")
     try:
+        bare = [_Bare.remote() for _ in range(args.actors)]
+        bare_pids = ray.get([b.pid.remote() for b in bare])
+        time.sleep(1.0)
+        floor = [rss_mib(pid) for pid in bare_pids]
+        for b in bare:
+            ray.kill(b)
         handles = [AgentActor.remote("bench", f"a{i}") for i in range(args.actors)]
         pids = ray.get([h.__ray_call__.remote(lambda self: os.getpid()) for h in handles])
         ray.get([h.stats.remote() for h in handles])
@@ -62,6 +80,7 @@ def main() -> int:
     finally:
         ray.shutdown()
     report = {"actors": args.actors,
+              "bare_ray_actor_mib": round(statistics.median(floor), 1),
               "idle_before_first_turn_mib": round(statistics.median(idle), 1),
               "after_one_mock_turn_mib": round(statistics.median(after), 1),
               "note": "after one turn = what every idle actor held before the turn machinery was imported lazily"}

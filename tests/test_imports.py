@@ -83,3 +83,18 @@ def test_imports_inside_ray_workers(ray_cluster):
 def test_the_wheel_ships_the_web_console(wheel_site):
     shipped = {p.name for p in (wheel_site / "serve" / "ui").iterdir()}
     assert shipped == {p.name for p in (REPO / "serve" / "ui").iterdir() if p.is_file()}
+
+
+def test_an_idle_agent_actor_loads_no_turn_machinery():
+    """Every idle agent actor is a process: what its module imports, each one holds (README: Agent actors).
+
+    The turn machinery (gateway, tools, store, pydantic models) loads on the first turn.
+    """
+    probe = ("import sys, ray; before = set(sys.modules); import actors.agent_actor; "
+             "print(' '.join(sorted(m for m in sys.modules if m not in before)))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    loaded = out.stdout.split()
+    heavy = [m for m in loaded if m.split(".")[0] in {"pydantic", "httpx", "yaml", "fastapi"}
+             or m.startswith(("orloj_ray.store", "orloj_ray.gateway", "orloj_ray.resources", "orloj_ray.tools"))]
+    assert not heavy, f"actors.agent_actor now imports {heavy}; import them on the first turn instead"

@@ -9,6 +9,7 @@ import random
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
+from orloj_ray.clock import now_rfc3339_nano, rfc3339nano, utcnow  # noqa: F401  (re-exported)
 from orloj_ray.errors import Conflict, InvalidResource
 from orloj_ray.retry import Backoff
 
@@ -19,22 +20,6 @@ if TYPE_CHECKING:
 def now_rfc3339() -> str:
     """UTC now to the second, e.g. ``2026-03-29T10:00:00Z`` (Go ``time.RFC3339``)."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def rfc3339nano(ts: datetime) -> str:
-    """Go's ``RFC3339Nano`` in UTC: trailing fraction zeros trimmed, e.g. ``2026-03-29T10:00:00.12Z``."""
-    ts = ts.astimezone(timezone.utc)
-    fraction = f"{ts.microsecond:06d}".rstrip("0")
-    return ts.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"
-
-
-def now_rfc3339_nano() -> str:
-    """UTC now as ``rfc3339nano``."""
-    return rfc3339nano(utcnow())
 
 
 def clean_rv(value: Any) -> str:
