@@ -287,8 +287,8 @@ export async function taskPage({ main, params, query, signal }) {
   views.forEach(([label], i) => bar.append(h("button", { role: "tab", type: "button", "data-tab": label.toLowerCase(), onclick: () => { active = i; drawPanel(); } }, label)));
   drawHeader();
   drawPanel();
-  const live = TERMINAL.has((task.status || {}).phase) ? "" : liveOutput(name, ns, signal);
-  main.replaceChildren(header, live, bar, panel);
+  const spoken = TERMINAL.has((task.status || {}).phase) ? "" : liveOutput(name, ns, signal);
+  main.replaceChildren(header, spoken, bar, panel);
   await refreshLogs();
   let logTimer = null;
   watch("/v1/tasks/watch", { namespace: ns, name }, (event, data) => {
