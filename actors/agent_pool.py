@@ -41,6 +41,7 @@ from orloj_ray.engine.fleet import (
 from orloj_ray.engine.placement import NodeInfo, Requirements, feasible, placement_class
 from orloj_ray.engine.scaling import Scaling
 from orloj_ray.errors import Conflict, NotFound, OrlojError, Unavailable
+from orloj_ray.retry import Backoff
 from orloj_ray.store.cache import CachedReads
 from orloj_ray.store.util import now_rfc3339_nano
 
@@ -129,13 +130,14 @@ class AgentPool:
     # -- the loop --------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        for attempt in range(1000):  # bounded; the store may still be starting
+        backoff = Backoff(0.2, 5.0)
+        for _ in range(1000):  # bounded; the store may still be starting
             try:
                 await self.reads.sync()
                 break
             except Exception as exc:
                 log.warning("agent pool: the store is not reachable yet (%s)", exc)
-                await asyncio.sleep(min(5.0, 0.2 * 2 ** attempt))
+                await asyncio.sleep(backoff.next())
         await self._safely(self._discover)
         self._ready.set()
         while True:

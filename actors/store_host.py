@@ -20,18 +20,18 @@ from ray.exceptions import RayActorError, RayTaskError
 from actors import RAY_NAMESPACE, STORE_ACTOR
 from orloj_ray.config import ServerConfig
 from orloj_ray.errors import OrlojError, Unavailable
-from orloj_ray.store import MemoryStore, open_store
+from orloj_ray.store import open_store
 from orloj_ray.store.base import Event, LabelSelector, ListPage
 
 
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=10_000)
 class StoreHost:
-    """Hosts the store ``config.store`` names; a PostgresStore is opened on the first call (``ping``)."""
+    """Hosts the store ``config.store`` names, opened on the first call (``ping``), with its
+    Secrets encrypted at rest (``open_store``)."""
 
     def __init__(self, config: ServerConfig | None = None):
         self.config = config or ServerConfig()
-        # calls arrive and answers leave serialized by Ray: copies already
-        self._store = MemoryStore(copy_values=False) if self.config.store == "memory" else None
+        self._store = None
         self._opening: asyncio.Lock | None = None
         self._actor_calls = 0
         self._store_calls: collections.Counter[str] = collections.Counter()
@@ -41,7 +41,8 @@ class StoreHost:
             self._opening = self._opening or asyncio.Lock()
             async with self._opening:
                 if self._store is None:
-                    self._store = await open_store(self.config)
+                    # calls arrive and answers leave serialized by Ray: copies already
+                    self._store = await open_store(self.config, copy_values=False)
         return self._store
 
     async def call(self, method: str, *args, **kwargs):
@@ -77,7 +78,8 @@ class StoreHost:
         return {"actor_calls": self._actor_calls, "store_calls": dict(self._store_calls)}
 
     async def store_kind(self) -> str:
-        return type(await self._opened()).__name__
+        store = await self._opened()
+        return type(getattr(store, "inner", store)).__name__
 
 
 def _label(method: str, args: tuple) -> str:
@@ -104,7 +106,11 @@ def start_store_host(config: ServerConfig | None = None, *, detached: bool = Tru
     if config is not None and config.store == "postgres":
         options["max_restarts"] = -1  # the data is in PostgreSQL: a restarted host loses nothing
     handle = StoreHost.options(**options).remote(config)
-    ray.get(handle.ping.remote())
+    try:
+        ray.get(handle.ping.remote())
+    except RayTaskError as exc:  # e.g. the secrets it holds need a key that was not given
+        ray.kill(handle, no_restart=True)
+        raise exc.cause if isinstance(exc.cause, Exception) else exc from None
     return handle
 
 
@@ -244,36 +250,31 @@ class RemoteStore:
     async def list_audit(self, namespace: str | None = None, **filters) -> list[dict]:
         return await self._call("list_audit", namespace, **filters)
 
+    async def rotate_secret_key(self) -> dict:
+        return await self._remote_call(self.handle.call, "rotate_secret_key")
+
 
 class _OpenedOnFirstUse:
-    """A PostgresStore of this process, connected on its first call: actors build their store
-    in a synchronous constructor; the pool opens (and migrates, under an advisory lock) later."""
+    """The store of this process (PostgreSQL), opened on its first call: actors build their
+    store in a synchronous constructor. Opened by ``open_store``, so Secrets are encrypted at
+    rest here as in the StoreHost (and migrations run under an advisory lock)."""
 
-    def __init__(self, url: str):
-        from orloj_ray.store.postgres import PostgresStore  # psycopg only where PostgreSQL is used
-
-        self._new = lambda: PostgresStore(url)
-        self._store = self._new()
+    def __init__(self, config: ServerConfig):
+        self._config = config
+        self._store = None
         self._opening: asyncio.Lock | None = None
-        self._open = False
 
     async def _opened(self):
-        if not self._open:
+        if self._store is None:
             self._opening = self._opening or asyncio.Lock()
             async with self._opening:
-                if not self._open:
-                    try:
-                        await self._store.open()
-                    except BaseException:
-                        self._store = self._new()  # a failed open closes its pool: the next call starts afresh
-                        raise
-                    self._open = True
+                if self._store is None:
+                    self._store = await open_store(self._config)
         return self._store
 
     def __getattr__(self, name: str):
-        attr = getattr(self._store, name)
-        if not asyncio.iscoroutinefunction(attr) or name in ("open", "close"):
-            return attr
+        if name.startswith("_"):
+            raise AttributeError(name)
 
         async def call(*args, **kwargs):
             return await getattr(await self._opened(), name)(*args, **kwargs)
@@ -281,7 +282,7 @@ class _OpenedOnFirstUse:
         return call
 
     async def close(self) -> None:
-        if self._open:
+        if self._store is not None:
             await self._store.close()
 
 
@@ -293,5 +294,5 @@ def process_store(config: ServerConfig):
     its own LISTEN connection, so no single store process sits on every hop of every task.
     """
     if config.store == "postgres":
-        return _OpenedOnFirstUse(config.database_url)
+        return _OpenedOnFirstUse(config)
     return RemoteStore()

@@ -32,7 +32,9 @@ from orloj_ray.engine.runtime import LocalAgentRuntime
 from orloj_ray.engine.shards import Shards
 from orloj_ray.memory import register_memory
 from orloj_ray.messaging.factory import open_log
+from orloj_ray.retry import Backoff
 from orloj_ray.observability import default_task_metrics
+from orloj_ray.mcp import McpPolicy
 from orloj_ray.tools import default_tool_runner
 
 log = logging.getLogger("orloj_ray.supervisor")
@@ -75,8 +77,9 @@ class Supervisor:
         self.shards = Shards(index=index, count=count, names=tuple(supervisor_name(i) for i in range(count)))
         self.controller = Controller(
             process_store(self.config), _sequential_runtime(self.config) if sequential else PooledAgentRuntime(),
-            worker=worker, shards=self.shards, max_concurrent_tasks=max_concurrent_tasks,
+            worker=worker, shards=self.shards, mode=self.mode, max_concurrent_tasks=max_concurrent_tasks,
             max_parallel_turns=1 if sequential else None, task_retention=self.config.task_retention_delta(),
+            mcp_policy=McpPolicy.from_config(self.config),
         )
         loop = asyncio.get_running_loop()
         self._loop = loop.create_task(self._main(sequential))
@@ -93,7 +96,7 @@ class Supervisor:
     async def _main(self, sequential: bool) -> None:
         """Open the message log (message-driven: the agents' mailbox), then run the control loop."""
         if not sequential:
-            delay = 1.0
+            backoff = Backoff(1.0, 30.0)
             while True:  # bounded per try; NATS may still be starting: keep trying, loudly
                 try:
                     self.controller.mailbox = Mailbox(await open_log(self.config), self.controller.store)
@@ -102,9 +105,9 @@ class Supervisor:
                     log.exception("cannot open the message log")
                     raise
                 except Exception as exc:
+                    delay = backoff.next()
                     log.warning("message log %s unreachable (%s); retrying in %.0fs", self.config.log, exc, delay)
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
         await self.controller.run()
 
     async def _watch_peers(self) -> None:

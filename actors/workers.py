@@ -30,7 +30,7 @@ from orloj_ray.errors import Conflict, NotFound
 from orloj_ray.resources.kinds import API_VERSION
 from orloj_ray.resources.normalize import normalize
 from orloj_ray.store.base import LabelSelector
-from orloj_ray.store.util import now_rfc3339_nano
+from orloj_ray.store.util import list_all, now_rfc3339_nano
 
 log = logging.getLogger("orloj_ray.workers")
 
@@ -102,20 +102,14 @@ async def mirror_workers(store, nodes: Iterable[NodeInfo], *, current_tasks: Map
                          now: str | None = None) -> MirrorReport:
     """Upsert a Worker per alive node (heartbeat now) and mark the others ``NotReady``.
 
-    ``current_tasks`` maps node ids to turns in flight (``RayAgentRuntime.current_tasks``).
+    ``current_tasks`` maps node ids to turns in flight (the agent pool: turns in flight on its actors).
     A spec is written only when it changed, so steady heartbeats produce status events only.
     """
     now = now or now_rfc3339_nano()
     current_tasks = current_tasks or {}
     report = MirrorReport()
-    existing: dict[str, dict] = {}
-    after = None
-    while True:
-        page = await store.list("Worker", NAMESPACE, selector=LabelSelector({SOURCE_LABEL: SOURCE_VALUE}), after=after)
-        existing.update((w["metadata"]["name"], w) for w in page.items)
-        if not page.continue_:
-            break
-        after = page.continue_
+    existing = {w["metadata"]["name"]: w
+                for w in await list_all(store, "Worker", NAMESPACE, LabelSelector({SOURCE_LABEL: SOURCE_VALUE}))}
     seen: set[str] = set()
     for node in nodes:
         name = worker_name(node.node_id)
@@ -150,7 +144,7 @@ async def mirror_workers(store, nodes: Iterable[NodeInfo], *, current_tasks: Map
 
 async def sync_workers(store, runtime=None, *, max_concurrent_tasks: int = DEFAULT_MAX_CONCURRENT_TASKS
                        ) -> MirrorReport:
-    """Mirror the live Ray nodes now; ``runtime`` (a ``RayAgentRuntime``) supplies ``currentTasks``.
+    """Mirror the live Ray nodes now; ``runtime`` supplies ``currentTasks``.
 
     Call it every ``HEARTBEAT_S`` seconds from the Supervisor's loop.
     """

@@ -440,7 +440,7 @@ def _start_kills(args, stop: threading.Event) -> dict:
         return counts
     import ray
 
-    from actors import AGENT_PREFIX, RAY_NAMESPACE, SUPERVISOR_ACTOR
+    from actors import AGENT_PREFIX, RAY_NAMESPACE, supervisor_name
 
     def loop(every_s: float, what: str) -> None:
         rng = random.Random(7)
@@ -453,7 +453,7 @@ def _start_kills(args, stop: threading.Event) -> dict:
                         continue
                     name = rng.choice(sorted(names))
                 else:
-                    name = SUPERVISOR_ACTOR
+                    name = supervisor_name(rng.randrange(max(1, getattr(args, "supervisors", 1) or 1)))
                 ray.kill(ray.get_actor(name, namespace=RAY_NAMESPACE), no_restart=False)
                 counts[what] += 1
             except Exception as exc:  # gone between listing and killing: try again next tick

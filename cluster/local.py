@@ -1,13 +1,19 @@
 """Deploy and remove the orloj-ray control plane on a Ray cluster this process is attached to.
 
 ``deploy`` starts the StoreHost (the in-memory store), the agent pool, the supervisors and the
-Serve API; ``undeploy`` removes exactly those and the agent actors (every actor in the Ray
-namespace ``orloj``), so joining a shared cluster leaves everything else alone.
+Serve API and records who did (the API URL, the process, the Ray job) in Ray's internal KV;
+``undeploy`` removes exactly those and the agent actors (every actor in the Ray namespace
+``orloj``), so joining a shared cluster leaves everything else alone.
+``running_control_plane`` tells a second starter that one already runs, and where: it must
+not deploy beside it (it would share the store, then remove it on the way out).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
 import time
 
 import httpx
@@ -22,6 +28,50 @@ from orloj_ray.config import ServerConfig
 from serve.deployment import APP_NAME, deploy_api
 
 log = logging.getLogger("orloj_ray.cluster")
+OWNER_KEY = "orloj:control-plane"
+"""Ray internal-KV key (namespace ``orloj``) of the record ``deploy`` writes."""
+
+
+def _started_by() -> str:
+    try:
+        job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}").get("metadata") or {}
+    except ValueError:
+        job = {}
+    who = f"pid {os.getpid()} on {socket.gethostname()}"
+    return f"ray job {job['job_submission_id']} ({who})" if job.get("job_submission_id") else who
+
+
+def _record(api_url: str) -> None:
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    record = {"api_url": api_url, "started_by": _started_by(), "started_at": time.time()}
+    _internal_kv_put(OWNER_KEY, json.dumps(record), namespace=RAY_NAMESPACE)
+
+
+def running_control_plane() -> dict | None:
+    """The control plane already on this cluster, or None: ``{"api_url", "started_by"}`` as
+    ``deploy`` recorded it (empty strings for one deployed otherwise, e.g. a RayService),
+    present only while its store or supervisor actor is alive."""
+    from ray.experimental.internal_kv import _internal_kv_del, _internal_kv_get
+
+    alive = []
+    for name in (STORE_ACTOR, SUPERVISOR_ACTOR):
+        try:
+            ray.get_actor(name, namespace=RAY_NAMESPACE)
+            alive.append(name)
+        except ValueError:
+            pass
+    raw = _internal_kv_get(OWNER_KEY, namespace=RAY_NAMESPACE)
+    if not alive:
+        if raw:  # its owner died without undeploying: nothing runs, the record is stale
+            _internal_kv_del(OWNER_KEY, namespace=RAY_NAMESPACE)
+        return None
+    try:
+        record = json.loads(raw) if raw else {}
+    except ValueError:
+        record = {}
+    return {"api_url": str(record.get("api_url") or ""), "started_by": str(record.get("started_by") or ""),
+            "actors": alive}
 
 
 def deploy(*, host: str = "127.0.0.1", port: int = 8080, cluster: dict | None = None,
@@ -45,6 +95,7 @@ def deploy(*, host: str = "127.0.0.1", port: int = 8080, cluster: dict | None = 
     while True:
         try:
             if httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200:
+                _record(url)
                 return url
         except httpx.HTTPError:
             pass
@@ -83,3 +134,6 @@ def undeploy(*, drain_timeout_s: float = 30.0) -> None:
             ray.kill(ray.get_actor(name, namespace=RAY_NAMESPACE), no_restart=True)
         except ValueError:
             continue
+    from ray.experimental.internal_kv import _internal_kv_del
+
+    _internal_kv_del(OWNER_KEY, namespace=RAY_NAMESPACE)

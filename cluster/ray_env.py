@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -42,6 +41,11 @@ os.execv({binary!r}, [{binary!r}, *sys.argv[1:]])
 def apply_local_env(environ: dict | None = None) -> dict:
     """Set the local defaults where the user has not set them; returns the environment.
 
+    ``PATH`` gets this interpreter's folder first, so the processes of a cluster started here
+    (a ``ray job submit -- python -m ...`` driver above all) run the Python orloj-ray is
+    installed in, although the caller's PATH finds another one (``.venv/bin/orloj up`` from a
+    shell that never activated the venv).
+
     Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, when it is first imported; if it was
     imported earlier (a test module, a library), the loopback setting is applied to its
     constant too, or it keeps rewriting 127.0.0.1 to the machine's address.
@@ -49,6 +53,7 @@ def apply_local_env(environ: dict | None = None) -> dict:
     env = os.environ if environ is None else environ
     for key, value in LOCAL_ENV.items():
         env.setdefault(key, value)
+    env["PATH"] = python_first(env.get("PATH", ""))
     for key, value in ingress_env(env).items():
         env.setdefault(key, value)
     if environ is None and "ray" in sys.modules:
@@ -57,6 +62,13 @@ def apply_local_env(environ: dict | None = None) -> dict:
         if env.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR) == "0":
             ray_constants.ENABLE_RAY_CLUSTER = False
     return env
+
+
+def python_first(path: str) -> str:
+    """``path`` with the folder of ``sys.executable`` (not resolved: a venv's ``bin``) first."""
+    folder = os.path.dirname(sys.executable)
+    rest = [p for p in path.split(os.pathsep) if p and p != folder]
+    return os.pathsep.join([folder, *rest])
 
 
 def ingress_env(env: dict) -> dict:
@@ -82,21 +94,33 @@ def ingress_env(env: dict) -> dict:
                              "haproxy on PATH), or use ORLOJ_INGRESS=proxy")
         return {}
     return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_BINARY_PATH": str(_guard(binary)),
-            # HAProxy's stats page and Prometheus frontend default to the fixed ports 8404 and
-            # 9101 on every interface: a second cluster on the host (two `orloj up`, two test
-            # runs) then fails to start its ingress. Free ports per cluster instead.
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+            # HAProxy's own listeners (Serve's defaults 9101 and 8404, on every interface): another
+            # Ray with HAProxy on the machine holds them, and then ours exits at startup
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(port_or_free(HAPROXY_METRICS_PORT)),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(port_or_free(HAPROXY_STATS_PORT)),
             # an ingress replica stays up this long after it is told to stop, for external load
             # balancers to notice (Serve's default, 30 s, made every redeploy and `orloj down`
             # 30 s slower); the HAProxy in front retries a refused connection on another replica
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DRAIN_S)}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
+HAPROXY_METRICS_PORT, HAPROXY_STATS_PORT = 9101, 8404
+
+
+def port_or_free(port: int) -> int:
+    """``port`` when nothing listens on it here, else one the OS picks."""
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("", port))
+            return port
+        except OSError:
+            pass
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 def _haproxy_binary() -> str | None:

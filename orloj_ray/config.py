@@ -32,6 +32,7 @@ _ENV = {
     "tool_allowed_networks": "ORLOJ_TOOL_ALLOWED_NETWORKS",
     "tool_exec_paths": "ORLOJ_TOOL_EXEC_PATHS",
     "tool_wasm_module": "ORLOJ_TOOL_WASM_MODULE",
+    "mcp_commands": "ORLOJ_MCP_COMMANDS",
     "task_retention": "ORLOJ_TASK_RETENTION",
     "auth_mode": "ORLOJ_AUTH_MODE",
     "api_tokens": "ORLOJ_API_TOKENS",
@@ -39,14 +40,37 @@ _ENV = {
     "max_agent_actors": "ORLOJ_MAX_AGENT_ACTORS",
     "supervisors": "ORLOJ_SUPERVISORS",
     "strict_fields": "ORLOJ_STRICT_FIELDS",
+    "secret_key": "ORLOJ_SECRET_KEY",
+    "secret_key_file": "ORLOJ_SECRET_KEY_FILE",
 }
 _INT_FIELDS = ("max_agent_actors", "supervisors")
-_SECRET_FIELDS = ("api_tokens",)
+_SECRET_FIELDS = ("api_tokens", "secret_key")
 
 
 INGRESSES = ("haproxy", "proxy")
 """``ORLOJ_INGRESS`` / ``orloj up --ingress``: the HTTP ingress of a Ray cluster orloj-ray starts,
 HAProxy (the default where Ray ships it) or Serve's Python proxy (``cluster/ray_env.py``)."""
+
+DEFAULT_API_PORT = 8080
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
+
+
+def default_api_port(environ: dict | None = None) -> int:
+    """Where a server started on this machine listens unless told: the port of
+    ``$ORLOJ_SERVER`` (or ``$ORLOJCTL_SERVER``) when that URL names this machine, so the CLI
+    finds what ``orloj up`` started; else 8080."""
+    env = os.environ if environ is None else environ
+    for var in ("ORLOJCTL_SERVER", "ORLOJ_SERVER"):
+        url = (env.get(var) or "").strip()
+        if url:
+            parts = urlsplit(url if "://" in url else f"http://{url}")
+            try:
+                port = parts.port
+            except ValueError:
+                port = None
+            return port if port and parts.hostname in LOCAL_HOSTS else DEFAULT_API_PORT
+    return DEFAULT_API_PORT
+
 
 class ConfigError(ValueError):
     """A setting has a value this server cannot use; the message names the flag and env var."""
@@ -72,6 +96,9 @@ class ServerConfig:
     """Absolute directories from which sandboxed ``exec:`` tool programs and wasm modules may be loaded."""
     tool_wasm_module: str = ""
     """Default wasm module for ``type: wasm`` tools without an endpoint (upstream ``--tool-wasm-module``)."""
+    mcp_commands: tuple[str, ...] = ()
+    """The programs a stdio McpServer may launch (``npx``, ``uvx``, or absolute paths); empty
+    (the default): none, so no stdio MCP server starts (``orloj_ray.mcp.policy``)."""
     task_retention: str = "168h"
     """How long a finished task keeps its trace, history and messages (a Go duration; ``0`` keeps
     them forever). Default 7 days. See ``orloj_ray.engine.retention``."""
@@ -88,6 +115,12 @@ class ServerConfig:
     """Supervisor actors (``orloj:supervisor:<i>``), each claiming a share of the tasks."""
     strict_fields: bool = False
     """Refuse manifests with unknown fields (400) instead of accepting them with a warning."""
+    secret_key: str = field(default="", repr=False)
+    """Keys that encrypt Secrets at rest, comma-separated, each 32 bytes as base64 or hex; the
+    first encrypts, every one decrypts. Empty: ``secret_key_file``, else the default of
+    ``orloj_ray.store.encryption`` (a key file under ``$ORLOJ_HOME`` for PostgreSQL)."""
+    secret_key_file: str = ""
+    """A file holding those keys, one a line (``ORLOJ_SECRET_KEY_FILE``)."""
 
     def __post_init__(self) -> None:
         _check("mode", self.mode, MODES)
@@ -155,7 +188,7 @@ class ServerConfig:
                 raise ConfigError(f'invalid strict fields "{values["strict_fields"]}": expected true or false '
                                   "(ORLOJ_STRICT_FIELDS)")
             values["strict_fields"] = flag in ("true", "1", "yes")
-        for key in ("tool_allowed_networks", "tool_exec_paths"):
+        for key in ("tool_allowed_networks", "tool_exec_paths", "mcp_commands"):
             items = values.get(key)
             if isinstance(items, str):
                 values[key] = tuple(n.strip() for n in items.split(",") if n.strip())
@@ -192,6 +225,7 @@ class ServerConfig:
             data[name] = "***" if data[name] else ""
         data["tool_allowed_networks"] = list(self.tool_allowed_networks)
         data["tool_exec_paths"] = list(self.tool_exec_paths)
+        data["mcp_commands"] = list(self.mcp_commands)
         return data
 
 
@@ -209,6 +243,27 @@ def parse_idle_ttl(value: str | float | None) -> float:
     if not 0 <= seconds < float("inf"):
         raise ValueError(f"agent idle TTL must be a duration >= 0, got {value!r}")
     return seconds
+
+
+def ray_auth_warning(host: str, environ: dict[str, str] | None = None) -> str:
+    """The warning for an API bound beyond loopback while Ray's own token auth is off, else ``""``.
+
+    Ray's ports (GCS, dashboard and job API, client server, workers) run whatever code they are
+    sent: orloj-ray's API tokens protect the API, not those. ``RAY_AUTH_MODE=token`` makes Ray
+    ask for its token too (``cluster/k8s/rayservice.yaml``, ``cluster/ray-cluster.yaml``)."""
+    env = os.environ if environ is None else environ
+    host = (host or "").strip().strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback or (env.get("RAY_AUTH_MODE") or "").strip().lower() == "token":
+        return ""
+    return (f"the API binds {host or 'an unknown address'}, but Ray's token authentication is off "
+            f"(RAY_AUTH_MODE={env.get('RAY_AUTH_MODE') or 'unset'}): whoever reaches this cluster's Ray ports "
+            "(GCS, dashboard/job API 8265, client 10001, workers) can run any code on it, API tokens or not. "
+            "Keep those ports on a private network, and set RAY_AUTH_MODE=token on every Ray node "
+            "(see the README, Security model).")
 
 
 def mask_url(url: str) -> str:

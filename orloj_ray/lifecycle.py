@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
+from orloj_ray.retry import go_duration
 from orloj_ray.store.util import clone, rfc3339nano
 
 
@@ -334,7 +335,7 @@ def schedule_retry(status: dict, *, worker: str, code: str, error: str, delay_s:
     now = utc(now)
     SCHEDULE_RETRY.check(status)
     status = clone(status)
-    text = f"{error} (retry scheduled in {_duration(delay_s)})"
+    text = f"{error} (retry scheduled in {go_duration(delay_s)})"
     status.update(phase=Phase.PENDING.value, lastError=text, errorCode=code,
                   nextAttemptAt=rfc3339nano(now + timedelta(seconds=max(0.0, delay_s))))
     for key in ("output", "messages", "join_states"):
@@ -435,14 +436,3 @@ def check_status_write(stored: dict, proposed: dict) -> None:
                             f"status.phase cannot change from {current} to {raw} "
                             f"(from {current}: {', '.join(allowed) if allowed else 'no change, the task is finished'}; "
                             f"to cancel a task: POST /v1/tasks/NAME/cancel)")
-
-
-def _duration(seconds: float) -> str:
-    """Go-style: ``1.5s``, ``2m0s``."""
-    if seconds < 60:
-        return f"{seconds:g}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes}m{secs}s"

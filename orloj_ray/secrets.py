@@ -1,6 +1,7 @@
 """The one way a Secret's value is read: model endpoints, tools, MCP servers, memories, webhooks.
 
-A reference is ``name``, ``ns/name`` or ``name:key``. The Secret in the store is asked first
+A reference is ``name``, ``ns/name`` or ``name:key``; a Secret of another namespace is read
+only when it is shared with the referring one (``orloj_ray.tenancy``). The Secret in the store is asked first
 (its ``data[key]``, base64); only then the server's environment, and there only the variable
 ``ORLOJ_SECRET_<NAME>`` (the name upper-cased, every other character ``_``), as upstream
 documents. The reference itself is never looked up as a variable name: a manifest could
@@ -18,8 +19,12 @@ import re
 from collections.abc import Mapping
 
 from orloj_ray.errors import NotFound
+from orloj_ray.tenancy import not_shared, shared_with
 
 ENV_PREFIX = "ORLOJ_SECRET_"
+RESERVED = frozenset({"ORLOJ_SECRET_KEY", "ORLOJ_SECRET_KEY_FILE"})
+"""The server's own settings under the prefix (the keys that encrypt Secrets at rest): never
+read for a reference (``secretRef: key`` would otherwise hand out the encryption key)."""
 
 FIRST_KEY = ""
 """``key`` value that takes the first data key in sorted order (TaskWebhook's HMAC key)."""
@@ -60,6 +65,8 @@ async def resolve_secret_bytes(store, namespace: str, ref: str, *, default_key: 
         secret = await store.get("Secret", ns, name)
     except NotFound:
         secret = None
+    if secret is not None and not shared_with(secret, namespace):
+        raise LookupError(not_shared("secret", secret, namespace))
     data = ((secret or {}).get("spec") or {}).get("data") or {}
     if key == FIRST_KEY and data:
         key = sorted(data)[0]
@@ -71,6 +78,9 @@ async def resolve_secret_bytes(store, namespace: str, ref: str, *, default_key: 
         if value.strip():
             return value
     variable = env_name(name)
+    if variable in RESERVED:
+        raise LookupError(f'secret "{ns}/{name}" not found (apply a Secret; {variable} is a server setting, '
+                          "never read for a reference)")
     value = (os.environ if environ is None else environ).get(variable, "").strip()
     if value:
         return value.encode()

@@ -36,7 +36,8 @@ from orloj_ray.errors import Conflict, InvalidResource, NotFound, OrlojError
 from orloj_ray.resources import normalize
 from orloj_ray.secrets import FIRST_KEY, resolve_secret_bytes
 from orloj_ray.store.base import Event
-from orloj_ray.store.util import clone, rfc3339nano, utcnow
+from orloj_ray.store.util import clone, list_all, pages, rfc3339nano, utcnow
+from orloj_ray.tenancy import not_shared, shared_with
 
 log = logging.getLogger("orloj_ray.webhooks")
 
@@ -226,19 +227,14 @@ class DedupeBook:
             return str(rec["spec"].get("task") or task)
 
     async def prune(self, now: datetime) -> int:
-        removed, after = 0, None
-        for _ in range(10_000):  # pages of 1000; bounded
-            page = await self.store.list(DEDUPE_KIND, DEDUPE_NAMESPACE, after=after)
-            for rec in page.items:
-                if _expired(rec, now):
-                    try:
-                        await self.store.delete(DEDUPE_KIND, DEDUPE_NAMESPACE, rec["metadata"]["name"], source=SOURCE)
-                        removed += 1
-                    except NotFound:
-                        pass
-            if not page.continue_:
-                break
-            after = page.continue_
+        removed = 0
+        for rec in await list_all(self.store, DEDUPE_KIND, DEDUPE_NAMESPACE):
+            if _expired(rec, now):
+                try:
+                    await self.store.delete(DEDUPE_KIND, DEDUPE_NAMESPACE, rec["metadata"]["name"], source=SOURCE)
+                    removed += 1
+                except NotFound:
+                    pass
         return removed
 
 
@@ -284,6 +280,8 @@ async def create_run_task(store, hook: dict, event_id: str, body: bytes, now: da
         template = await store.get("Task", ns, name)
     except NotFound:
         raise ValueError(f'task template "{ref}" not found') from None
+    if not shared_with(template, meta.get("namespace") or "default"):
+        raise ValueError(not_shared("task template", template, meta.get("namespace") or "default"))
     if str((template.get("spec") or {}).get("mode") or "").strip().lower() != "template":
         raise ValueError(f'task template "{ref}" must set spec.mode=template')
     task = normalize(build_run_task(template, hook, event_id, body, now), kind="Task")
@@ -314,15 +312,10 @@ class Deliveries:
 
     async def find(self, endpoint_id: str) -> dict:
         endpoint_id = endpoint_id.strip()
-        after = None
-        for _ in range(10_000):
-            page = await self.store.list("TaskWebhook", None, after=after)
+        async for page in pages(self.store, "TaskWebhook"):
             for hook in page.items:
                 if str((hook.get("status") or {}).get("endpointID") or "").strip() == endpoint_id:
                     return hook
-            if not page.continue_:
-                break
-            after = page.continue_
         raise WebhookError("webhook endpoint not found", reason="not_found", status=404, code="webhook.not_found")
 
     async def handle(self, endpoint_id: str, headers: Mapping[str, str],

@@ -11,7 +11,9 @@ envelope), ``middleware`` (request id, body limit), ``codec`` (body decoding, re
 ``routes_webhooks`` (signed TaskWebhook deliveries), ``auth`` (bearer tokens and roles),
 ``routes_native_auth`` (upstream's password routes, answered "use tokens"), ``openapi``
 (``/openapi.json`` and ``/docs``), ``ui_routes`` (the web console at ``/ui/``),
-``routes_stream`` (a task's model output, live).
+``routes_admin`` (operator actions: secret key rotation), ``tenancy`` (what a token may see and
+change: namespaces, cluster-wide policies, the audit of writes), ``routes_stream`` (a task's
+model output, live).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from fastapi.responses import PlainTextResponse
 from serve import auth as api_auth
 from serve import (
     openapi,
+    routes_admin,
     routes_approvals,
     routes_audit,
     routes_memories,
@@ -38,10 +41,11 @@ from serve import (
 from serve.codec import now_rfc3339
 from serve.errors import JSONResponse, install_error_handlers
 from serve.middleware import MAX_BODY_BYTES, RequestContext
-from serve.routes_resources import list_all
+from orloj_ray.store.util import list_all
 from orloj_ray.observability import merge, render
 from orloj_ray.observability.tokens import TokenBuffer
 from orloj_ray.observability.store_metrics import store_snapshot
+from serve.tenancy import TenantStore
 
 RuntimeInfo = Callable[[], Awaitable[dict]]
 MetricsSource = Callable[[], Awaitable[list[dict]]]
@@ -98,6 +102,8 @@ def create_app(
     app.state.store = store
     app.state.strict_fields = strict_fields
     app.state.tokens = token_streams if token_streams is not None else TokenBuffer()
+    if auth.enabled:  # what each token may see and change (namespaces, cluster-wide policies, audit)
+        store = TenantStore(store)
     install_error_handlers(app)
     if auth.enabled:  # added first, so it runs inside RequestContext (request id, body limit)
         app.add_middleware(api_auth.TokenAuth, authenticator=auth)
@@ -145,6 +151,7 @@ def create_app(
     routes_audit.register(app, store)
     routes_memories.register(app, store)
     routes_webhooks.register(app, store)
+    routes_admin.register(app, store)
     api_auth.register(app, auth)
     ui_routes.register(app)
     routes_native_auth.register(app)

@@ -4,7 +4,9 @@
 
 * ``off``: every request passes. Bound beyond loopback, that is logged as a loud WARNING.
 * ``token``: ``Authorization: Bearer <token>``; tokens from ``ORLOJ_API_TOKENS``
-  (``token:role`` or ``name:token:role``, comma-separated; role defaults to ``reader``).
+  (``token:role``, ``name:token:role`` or ``name:token:role:ns-a|ns-b``, comma-separated; role
+  defaults to ``reader``). A token with a namespace list sees and changes only those
+  namespaces (``serve.tenancy``); ``admin`` is cluster-wide and takes no list.
 * empty: ``off`` when the API binds loopback, ``token`` otherwise.
 
 Which role a request needs is the data table ``ROUTE_ROLES`` (api.md section 2.2), read top
@@ -21,6 +23,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
@@ -78,6 +81,7 @@ ROUTE_ROLES: tuple[RouteRole, ...] = (
     RouteRole(frozenset({"POST"}), "prefix", "/v1/webhook-deliveries/", None,
               "authenticated by the TaskWebhook's signature (upstream code asks writer; see compatibility)"),
     RouteRole(WRITES, "tree", "/v1/mcp-servers", "admin", "MCP servers run host commands"),
+    RouteRole(ANY, "tree", "/v1/admin", "admin", "operator actions (secret key rotation)"),
     RouteRole(READS, "tree", "/v1", "reader"),
     RouteRole(ANY, "suffix", "/status", "controller", "status writes belong to controllers"),
     RouteRole(ANY, "tree", "/v1", "writer", "every other mutation"),
@@ -106,34 +110,52 @@ def _digest(token: str) -> bytes:
 class Principal:
     name: str
     role: str
+    namespaces: frozenset[str] | None = None
+    """The namespaces this token may see and change; None: every namespace."""
+
+    def sees(self, namespace: str | None) -> bool:
+        return self.namespaces is None or (namespace or "default") in self.namespaces
+
+
+CURRENT_PRINCIPAL: ContextVar[Principal | None] = ContextVar("orloj_principal", default=None)
+"""Who makes the request being served (set by ``TokenAuth``; None with auth off or on open routes)."""
 
 
 def parse_tokens(raw: str) -> list[tuple[bytes, Principal]]:
-    """``token:role`` / ``name:token:role`` entries -> (digest, principal).
+    """``token:role`` / ``name:token:role`` / ``name:token:role:ns-a|ns-b`` entries -> (digest, principal).
 
     Entries without ``:``, with an empty token or with an unknown role are skipped with a
-    warning (never echoing the entry); a non-empty list with no usable entry is a ConfigError.
+    warning (never echoing the entry); a non-empty list with no usable entry is a ConfigError,
+    and so is an ``admin`` entry with namespaces (admins are cluster-wide: fail closed rather
+    than hand out a token its operator believes confined).
     """
     out: list[tuple[bytes, Principal]] = []
     entries = [e.strip() for e in raw.split(",") if e.strip()]
     skipped = 0
     for entry in entries:
         parts = [p.strip() for p in entry.split(":")]
+        spaces = None
         if len(parts) == 2:
             name, token, role = "", parts[0], parts[1]
         elif len(parts) == 3 and parts[0]:
             name, token, role = parts
+        elif len(parts) == 4 and parts[0]:
+            name, token, role = parts[:3]
+            spaces = frozenset(n.strip() for n in parts[3].split("|") if n.strip())
         else:
             skipped += 1
             continue
         role = (role or "reader").lower()
-        if not token or role not in ROLES:
+        if not token or role not in ROLES or spaces == frozenset():
             skipped += 1
             continue
-        out.append((_digest(token), Principal(name=name or f"token-{len(out) + 1}", role=role)))
+        if spaces is not None and role == "admin":
+            raise ConfigError(f'ORLOJ_API_TOKENS entry "{name}": an admin token is cluster-wide and takes no '
+                              "namespace list; give it role writer (or reader) to confine it")
+        out.append((_digest(token), Principal(name=name or f"token-{len(out) + 1}", role=role, namespaces=spaces)))
     if skipped:
-        log.warning("ORLOJ_API_TOKENS: %d malformed entr%s skipped (expected token:role or name:token:role, "
-                    "roles %s)", skipped, "y" if skipped == 1 else "ies", ", ".join(ROLES))
+        log.warning("ORLOJ_API_TOKENS: %d malformed entr%s skipped (expected token:role, name:token:role or "
+                    "name:token:role:namespace|namespace, roles %s)", skipped, "y" if skipped == 1 else "ies", ", ".join(ROLES))
     if entries and not out:
         raise ConfigError(f"ORLOJ_API_TOKENS is set but all {len(entries)} entries are malformed: expected "
                           f"token:role or name:token:role with a role of {', '.join(ROLES)}")
@@ -211,20 +233,26 @@ class Authenticator:
 
     def check(self, method: str, path: str, authorization: str) -> tuple[int, str] | None:
         """None when allowed, else (HTTP status, message)."""
+        return self.authenticate(method, path, authorization)[1]
+
+    def authenticate(self, method: str, path: str,
+                     authorization: str) -> tuple[Principal | None, tuple[int, str] | None]:
+        """(who, None) when allowed, else (who or None, (HTTP status, message)). Open routes
+        and auth off: no principal."""
         if not self.enabled:
-            return None
+            return None, None
         required = required_role(method, path)
         if required is None:
-            return None
+            return None, None
         token = bearer_token(authorization)
         if not token:
-            return 401, "missing bearer token"
+            return None, (401, "missing bearer token")
         principal = self.principal(token)
         if principal is None:
-            return 401, "invalid token"
+            return None, (401, "invalid token")
         if not role_allows(principal.role, required):
-            return 403, "forbidden"
-        return None
+            return principal, (403, "forbidden")
+        return principal, None
 
 
 def bearer_token(header: str) -> str:
@@ -248,9 +276,13 @@ class TokenAuth:
             if key == b"authorization":
                 authorization = value.decode("latin-1")
                 break
-        denied = self.auth.check(scope.get("method", "GET"), scope.get("path", ""), authorization)
+        principal, denied = self.auth.authenticate(scope.get("method", "GET"), scope.get("path", ""), authorization)
         if denied is None:
-            await self.app(scope, receive, send)
+            reset = CURRENT_PRINCIPAL.set(principal)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                CURRENT_PRINCIPAL.reset(reset)
             return
         status, message = denied
         code = "unauthorized" if status == 401 else "forbidden"
@@ -270,8 +302,10 @@ def register(app: FastAPI, authenticator: Authenticator) -> None:
         principal = authenticator.principal(bearer_token(request.headers.get("authorization", "")) or "\0")
         if principal is None:
             return JSONResponse({"authenticated": False, "method": "none"})
-        return JSONResponse({"authenticated": True, "username": principal.name, "role": principal.role,
-                             "method": "bearer"})
+        body = {"authenticated": True, "username": principal.name, "role": principal.role, "method": "bearer"}
+        if principal.namespaces is not None:
+            body["namespaces"] = sorted(principal.namespaces)
+        return JSONResponse(body)
 
     app.add_api_route("/v1/auth/config", auth_config, methods=["GET"], name="auth_config")
     app.add_api_route("/v1/auth/me", auth_me, methods=["GET"], name="auth_me")

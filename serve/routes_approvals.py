@@ -9,9 +9,11 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 
 from orloj_ray.errors import Conflict
-from orloj_ray.governance import audit_record, persist_audit
+from orloj_ray.engine.approvals import persist_audit
+from orloj_ray.governance import audit_record
 from orloj_ray.governance.approvals import MESSAGE_ANNOTATION
 from orloj_ray.store import Event, mutate_status
+from serve.auth import CURRENT_PRINCIPAL
 from serve.codec import now_rfc3339, read_optional_json
 from serve.errors import JSONResponse
 from serve.routes_resources import item_namespace
@@ -32,7 +34,8 @@ def register(app: FastAPI, store) -> None:
 def _register_decision(app: FastAPI, store, verb: str, phase: str, decision: str) -> None:
     async def decide(request: Request, name: str) -> JSONResponse:
         body = await read_optional_json(request)  # {"decided_by", "reason"}; bad JSON is ignored
-        decided_by = str(body.get("decided_by") or "").strip()
+        principal = CURRENT_PRINCIPAL.get()  # with auth on, who decided is the token, not what the body says
+        decided_by = principal.name if principal is not None else str(body.get("decided_by") or "").strip()
         namespace = item_namespace(request)
 
         def apply(status: dict) -> dict:

@@ -102,18 +102,6 @@ def normalize_for(doc: dict, info: KindInfo, request_ns: str | None, *, warnings
     return obj
 
 
-async def list_all(store, kind: str, namespace: str | None = None) -> list[dict]:
-    """Every object of ``kind`` (page by page), sorted by (namespace, name)."""
-    items: list[dict] = []
-    after: str | None = None
-    while True:
-        page = await store.list(kind, namespace=namespace, limit=MAX_LIST_LIMIT, after=after)
-        items.extend(page.items)
-        if not page.continue_ or not page.items or page.continue_ == after:
-            return items
-        after = page.continue_
-
-
 def status_envelope(obj: dict) -> dict:
     return {"metadata": obj.get("metadata", {}), "status": obj.get("status") or {}}
 

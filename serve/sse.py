@@ -26,7 +26,8 @@ from orloj_ray.errors import InvalidResource, NotFound
 from orloj_ray.resources.kinds import KINDS, KindInfo
 from orloj_ray.store import Event
 from serve.codec import Presenter, redact_event_data
-from serve.routes_resources import list_all, query_namespace
+from orloj_ray.store.util import list_all
+from serve.routes_resources import query_namespace
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -126,6 +127,7 @@ async def _follow(request: Request, store, cursor: int, settings: StreamSettings
     while not await request.is_disconnected():
         due_in = settings.heartbeat_s - (time.monotonic() - last_beat)
         events = await store.events_after(cursor, timeout_s=max(0.0, min(settings.wait_s, due_in)), kinds=kinds)
+        cursor = max(cursor, getattr(events, "cursor", 0))  # past events a scoped token does not see (serve.tenancy)
         if events:
             cursor = max(cursor, events[-1].id)
             yield _coalesce(events) if coalesce else events

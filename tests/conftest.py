@@ -11,6 +11,7 @@ the suite runs in any order and by any file selection, with no module relying on
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,42 @@ REPO = Path(__file__).resolve().parent.parent
 CONFORMANCE = REPO / "tests" / "conformance"  # a copy of shared/conformance: the suite needs nothing outside
 UPSTREAM_EXAMPLES = CONFORMANCE / "upstream-examples"
 GOLDEN = CONFORMANCE / "upstream-examples-normalized.jsonl"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def orloj_home(tmp_path_factory):
+    """``$ORLOJ_HOME`` of this session (and of the Ray it starts): never the user's ``~/.orloj``,
+    where a PostgreSQL store without a configured key would write its secret key file."""
+    previous = os.environ.get("ORLOJ_HOME")
+    if previous is None:
+        os.environ["ORLOJ_HOME"] = str(tmp_path_factory.mktemp("orloj-home"))
+    yield Path(os.environ["ORLOJ_HOME"])
+    if previous is None:
+        os.environ.pop("ORLOJ_HOME", None)
+
+
+@pytest.fixture(scope="session")
+def bubblewrap(tmp_path_factory) -> Path:
+    """The directory of a usable ``bwrap``: the machine's, else Debian's ``bubblewrap`` package
+    fetched with apt and unpacked for this session only (nothing is installed on the machine,
+    so other checkouts sharing it are not affected). Put it first on PATH to sandbox with it."""
+    found = shutil.which("bwrap")
+    if found is None:
+        folder = tmp_path_factory.mktemp("bubblewrap")
+        try:
+            subprocess.run(["apt-get", "download", "bubblewrap"], cwd=folder, check=True, capture_output=True,
+                           timeout=120)
+            package = next(folder.glob("bubblewrap_*.deb"))
+            subprocess.run(["dpkg-deb", "-x", str(package), str(folder / "root")], check=True, capture_output=True,
+                           timeout=60)
+        except (OSError, subprocess.SubprocessError, StopIteration) as exc:
+            pytest.fail(f"bubblewrap is not installed and could not be fetched with apt ({exc}): "
+                        "install it (apt-get install bubblewrap) to run the sandbox tests")
+        found = str(folder / "root" / "usr" / "bin" / "bwrap")
+    probe = subprocess.run([found, "--ro-bind", "/", "/", "--unshare-all", "true"], capture_output=True, timeout=30)
+    if probe.returncode != 0:
+        pytest.fail(f"bwrap cannot create a sandbox on this machine: {probe.stderr.decode(errors='replace')}")
+    return Path(found).parent
 
 
 @pytest.fixture(scope="session")

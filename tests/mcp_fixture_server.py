@@ -5,7 +5,8 @@
 
 Tools: ``add_numbers`` (a+b), ``text.upper``, ``echo_text`` (takes the mock model's
 ``{"input": ...}``), ``whoami`` (this process's pid: session reuse and reconnects show in it),
-``always_fails`` (an ``isError`` result), ``slow`` (sleeps), ``crash`` (the process exits).
+``always_fails`` (an ``isError`` result), ``slow`` (sleeps), ``crash`` (the process exits),
+``environment`` (what the process was given: env names, cwd, limits) and ``read_file``.
 With ``FIXTURE_TOKEN`` set, the HTTP server answers 401 to requests without that bearer token.
 """
 
@@ -51,6 +52,26 @@ def always_fails() -> str:
 async def slow(seconds: float) -> str:
     await asyncio.sleep(seconds)
     return "done"
+
+
+@server.tool(description="What this process was given: environment names, directory, limits.")
+def environment() -> str:
+    import json
+    import resource
+
+    return json.dumps({"env": sorted(os.environ), "cwd": os.getcwd(), "home": os.environ.get("HOME", ""),
+                       "data": resource.getrlimit(resource.RLIMIT_DATA)[0],
+                       "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                       "canary": os.environ.get("ORLOJ_SECRET_CANARY", "")})
+
+
+@server.tool(description="Read a file, or say why not.")
+def read_file(path: str) -> str:
+    try:
+        with open(path) as f:
+            return "read: " + f.read()
+    except OSError as exc:
+        return f"refused: {type(exc).__name__}"
 
 
 @server.tool(description="Exit the server process at once.")

@@ -20,8 +20,9 @@ READ_TIMEOUT_S = 5.0
 
 
 class Stream:
-    def __init__(self, app, path: str, query: str = "", spec_version: str = "2.3"):
+    def __init__(self, app, path: str, query: str = "", spec_version: str = "2.3", headers: dict | None = None):
         self.app, self.path, self.query, self.spec_version = app, path, query, spec_version
+        self.extra_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
         self.messages: asyncio.Queue = asyncio.Queue()
         self.disconnected = asyncio.Event()
         self.buffer = ""
@@ -33,7 +34,7 @@ class Stream:
         scope = {
             "type": "http", "asgi": {"version": "3.0", "spec_version": self.spec_version}, "http_version": "1.1",
             "method": "GET", "scheme": "http", "path": self.path, "raw_path": self.path.encode(),
-            "query_string": self.query.encode(), "root_path": "", "headers": [(b"host", b"test")],
+            "query_string": self.query.encode(), "root_path": "", "headers": [(b"host", b"test"), *self.extra_headers],
             "server": ("test", 80), "client": ("127.0.0.1", 5000),
         }
         sent_request = False

@@ -137,11 +137,13 @@ def test_init_scaffolds_a_valid_project(tmp_path, monkeypatch, capsys, blueprint
     assert main(["validate", "-f", "acme"]) == 0
     out = capsys.readouterr().out
     names = [line.split()[1].split("/", 1)[1] for line in out.splitlines() if line.startswith("  valid")]
-    assert names and all(n.startswith("acme-") or n == "openai-default" for n in names), names
+    assert names and all(n.startswith("acme-") or n == "default" for n in names), names
     assert "agentsystem/acme-system" in out and "task/acme-task" in out
     text = (tmp_path / "acme" / "model-endpoint.yaml").read_text()
     assert "provider: mock" in text and "orloj create secret openai-api-key --from-literal value=sk-" in text
     assert "bp-" not in "".join((tmp_path / "acme" / f).read_text() for f in files)
+    agents = "".join(p.read_text() for p in (tmp_path / "acme" / "agents").glob("*.yaml"))
+    assert "model_ref: default" in agents and "openai-default" not in agents + text  # the namespace's default
 
 
 def test_init_refuses_bad_names_and_existing_dirs(tmp_path, monkeypatch, capsys):
@@ -312,8 +314,11 @@ def test_up_detach_status_down(fake_cluster):
     state = json.loads((home / "up.json").read_text())
     assert (home / "orloj-up.log").exists()
     try:
-        again = orloj("up", "--detach", "--port", str(port), env=env, cwd=cwd)
-        assert again.returncode == 1 and "already running" in again.stderr
+        again = orloj("up", "--detach", "--port", str(port), env=env, cwd=cwd)  # the goal is met: a no-op
+        assert again.returncode == 0 and f"already running (pid {state['pid']}" in again.stdout, again.stderr
+        other = orloj("up", "--detach", "--port", str(free_port()), env=env, cwd=cwd)  # another port: not the goal
+        assert other.returncode == 1 and "already running" in other.stderr
+        assert (home / "up.json").exists() and json.loads((home / "up.json").read_text())["pid"] == state["pid"]
         st = orloj("status", env=env, cwd=cwd)
         assert "health:     ok" in st.stdout
     finally:
@@ -350,3 +355,14 @@ def test_apply_reads_manifests_from_stdin(cli_env):
                          timeout=60)
     assert res.returncode == 0, res.stderr
     assert "applied modelendpoint/stdin-endpoint" in res.stdout.lower()
+
+
+def test_global_flags_move_to_the_front_except_a_profiles_own():
+    from orloj_ray.cli.main import hoist_global_flags
+
+    assert hoist_global_flags(["get", "agents", "--server", "u", "-o", "json"]) == ["--server", "u", "get", "agents",
+                                                                                 "-o", "json"]
+    assert hoist_global_flags(["get", "agents", "config", "--api-token=t"]) == ["--api-token=t", "get", "agents",
+                                                                               "config"]
+    assert hoist_global_flags(["--server", "u", "config", "set-profile", "p", "--server", "v"]) == [
+        "--server", "u", "config", "set-profile", "p", "--server", "v"]

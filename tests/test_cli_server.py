@@ -55,6 +55,7 @@ class FakeOrloj:
         self.steps: dict[str, list[dict]] = {}
         self.requests: list[tuple[str, str]] = []
         self.reject: set[str] = set()
+        self.delay_s = 0.0  # added to every POST: a slow server
         self.rv = 0
         self.lock = threading.Lock()
 
@@ -109,6 +110,7 @@ def _handler(fake: FakeOrloj):
             ns = q.get("namespace", "default")
             body = None
             if method in ("POST", "PUT"):
+                time.sleep(fake.delay_s)
                 n = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(n) if n else b""
                 body = json.loads(raw) if raw else None
@@ -476,3 +478,23 @@ def test_create_secret(fake, capsys):
     assert capsys.readouterr().out.strip() == "created secret/openai-api-key"
     assert fake.objects[("secrets", "default", "openai-api-key")]["spec"]["data"] == {"value": "c2stMQ=="}
     assert cli(fake, "create", "secret", "x", "--from-literal", "novalue") == 2
+
+
+# ---------------------------------------------------------------- progress
+
+
+def test_a_wait_over_a_second_shows_progress_on_stderr(fake, capsys):
+    """A slow server: apply says what it waits for once a request passes a second (stdout keeps
+    only the results); quick requests print nothing extra."""
+    fake.delay_s = 1.3
+    assert cli(fake, "apply", "-f", str(REPO / "examples/blueprints/pipeline/model-endpoint.yaml")) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == "applied modelendpoint/openai-default"
+    assert f"applying modelendpoint/openai-default to {fake.url} ..." in err
+    fake.delay_s = 0
+    assert cli(fake, "apply", "-f", str(REPO / "examples/blueprints/pipeline/model-endpoint.yaml")) == 0
+    assert "applying" not in capsys.readouterr().err
+    _task(fake)
+    assert cli(fake, "wait", "task/t1", "--timeout", "10s", "--interval", "0.05") == 0
+    err = capsys.readouterr().err
+    assert "task/t1: Running" in err and "task/t1: Succeeded" in err

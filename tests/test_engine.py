@@ -256,14 +256,18 @@ async def test_retryable_turn_failures_are_retried_per_message_retry_policy():
     assert sum(r["type"] == "agent_message_retry_scheduled" for r in status["trace"]) == 2
 
 
-async def test_exhausted_retries_dead_letter_the_message_and_the_task():
+async def test_exhausted_retries_dead_letter_the_message_and_after_the_task_retries_the_task():
+    """The blueprint's task has ``retry: {max_attempts: 2, backoff: 2s}``: a message that runs out
+    of its retries ends the attempt, the task runs once more, then dead-letters."""
     store = await _pipeline_with_retry(2)
     task = await _run_with(store, FlakyRuntime(failures=99))
     status = task["status"]
-    assert status["phase"] == "DeadLetter"
-    assert "dead-lettered after 2 attempts: boom 2" in status["lastError"]
+    assert status["phase"] == "DeadLetter" and status["attempts"] == 2
+    assert "a002" in status["lastError"] and "dead-lettered after 2 attempts: boom 4" in status["lastError"]
     assert status["messages"][0]["phase"] == "DeadLetter"
-    assert status["history"][-1]["type"] == "deadletter"
+    assert [h["type"] for h in status["history"]] == ["claim", "retry_scheduled", "claim", "deadletter"]
+    rows = [r["type"] for r in status["trace"] if r["attempt"] == 2]
+    assert rows[-2:] == ["agent_message_deadletter", "task_deadletter"]
 
 
 async def test_non_retryable_failures_fail_at_once():

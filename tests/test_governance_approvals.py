@@ -80,6 +80,7 @@ async def test_flag_waits_for_approval_and_resumes_on_approve(parallel):
             audit = (await api.get("/v1/audit", params={"task": "flag-q3"})).json()["items"]
     status = done["status"]
     assert status["phase"] == "Succeeded", status.get("lastError")
+    assert "lastError" not in status and "errorCode" not in status  # the approval wait is over
     assert server.paths() == ["/flag-issues"]  # exactly once, after the approval
     starts = [r["agent"] for r in status["trace"] if r["type"] == "agent_start"]
     assert starts.count("intake") == 1 and starts.count("compliance-checker") == 2  # only the interrupted turn

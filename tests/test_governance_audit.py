@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import httpx
 
-from orloj_ray.governance import audit_record, persist_audit
+from orloj_ray.engine.approvals import persist_audit
+from orloj_ray.governance import audit_record
 from orloj_ray.store import MemoryStore
 from serve.app import create_app
 

@@ -208,6 +208,65 @@ def test_nats_config_is_accepted_by_nats_server_and_fsyncs_every_write(tmp_path)
     assert subprocess.run([binary, "-c", str(bad), "-t"], capture_output=True, timeout=30).returncode != 0
 
 
+# -- who may reach Ray ---------------------------------------------------------------------------
+
+RAY_PORTS = {6379, 8265, 10001, 52365}
+
+
+def test_ray_token_auth_is_on_and_no_service_exposes_a_ray_port():
+    assert RAYSERVICE["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token"}
+    for _, doc in CORE:
+        if doc["kind"] == "Service":
+            ports = {p.get("targetPort", p["port"]) for p in doc["spec"]["ports"]} | {p["port"] for p in doc["spec"]["ports"]}
+            assert not ports & RAY_PORTS, f"service {doc['metadata']['name']} exposes a Ray port"
+    assert all("dashboard-host" not in g.get("rayStartParams", {}) or g["groupName"] == "head" for g in _groups())
+
+
+def test_only_the_clusters_own_pods_reach_the_ray_ports():
+    (policy,) = [d for _, d in CORE if d["kind"] == "NetworkPolicy"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    for group in _groups():  # every Ray pod is covered
+        assert selector.items() <= group["template"]["metadata"]["labels"].items(), group["groupName"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    open_ports = set()
+    for rule in policy["spec"]["ingress"]:
+        peers = rule.get("from")
+        ports = {p["port"] for p in rule.get("ports") or []}
+        if not peers:  # from anywhere: only the API
+            open_ports |= ports or {"all"}
+        elif all("namespaceSelector" in p for p in peers):  # the operator: the dashboard only
+            assert ports and ports <= {8265, 52365}
+        else:
+            assert peers == [{"podSelector": {"matchLabels": selector}}]
+    assert open_ports == {8000}
+
+
+def test_the_secret_key_is_wired_and_its_placeholder_cannot_be_used():
+    from orloj_ray.config import ConfigError
+    from orloj_ray.store.encryption import parse_key
+
+    env = {e["name"]: e for e in _env_entries()}
+    assert env["ORLOJ_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "orloj-secret-key",
+                                                                   "key": "ORLOJ_SECRET_KEY"}
+    secret = next(d for _, d in CORE if d["kind"] == "Secret" and d["metadata"]["name"] == "orloj-secret-key")
+    with pytest.raises(ConfigError, match="32 bytes"):
+        parse_key(secret["stringData"]["ORLOJ_SECRET_KEY"], "ORLOJ_SECRET_KEY")
+    tokens = next(d for _, d in CORE if d["kind"] == "Secret" and d["metadata"]["name"] == "orloj-api-tokens")
+    from serve.auth import parse_tokens
+
+    principals = {p.name: p for _, p in parse_tokens(tokens["stringData"]["ORLOJ_API_TOKENS"])}
+    assert principals["ops"].namespaces is None and principals["team-a"].namespaces == {"team-a"}
+
+
+def test_ray_up_turns_token_auth_on_everywhere_and_keeps_the_dashboard_on_loopback():
+    raw = yaml.safe_load((REPO / "cluster" / "ray-cluster.yaml").read_text())
+    starts = [c for c in raw["head_start_ray_commands"] + raw["worker_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 2 and all("RAY_AUTH_MODE=token" in c for c in starts)
+    assert "--dashboard-host=127.0.0.1" in raw["head_start_ray_commands"][-1]
+    assert "0.0.0.0" not in " ".join(starts)
+    assert raw["file_mounts"] == {"~/.ray/auth_token": "~/.ray/auth_token"}
+
+
 # -- ray up ------------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,8 @@ from orloj_ray.engine.controller import Controller
 from orloj_ray.engine.mcp_sync import McpSync, generated_tool_name, sync_server
 from orloj_ray.engine.resolve import resolve_task
 from orloj_ray.engine.runtime import LocalAgentRuntime
-from orloj_ray.mcp import MCP_CONNECTION_KEY, McpToolRunner
+from orloj_ray.config import ServerConfig
+from orloj_ray.mcp import MCP_CONNECTION_KEY, McpPolicy, McpToolRunner
 from orloj_ray.resources import normalize
 from orloj_ray.store import MemoryStore
 from orloj_ray.store.base import LabelSelector
@@ -32,6 +34,9 @@ FIXTURE = str(REPO / "tests" / "mcp_fixture_server.py")
 NPM_CACHE = REPO / ".cache" / "npm"
 EVERYTHING = NPM_CACHE / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
 CTX = ToolCallContext("default", "t", "a", "default/t/a1/s001/tool")
+LOCAL_CONFIG = ServerConfig(mcp_commands=(sys.executable, "node"), tool_allowed_networks=("127.0.0.0/8",))
+"""What an operator of these tests allows: the fixtures' interpreters, MCP servers on loopback."""
+LOCAL = McpPolicy.from_config(LOCAL_CONFIG)
 
 
 def server_doc(name: str, **spec) -> dict:
@@ -46,9 +51,9 @@ def stdio_fixture(name: str = "fixture", include: list[str] | None = None) -> di
     return server_doc(name, **spec)
 
 
-async def synced(store, doc: dict) -> dict:
+async def synced(store, doc: dict, policy: McpPolicy | None = LOCAL) -> dict:
     stored = await store.create(doc)
-    return await sync_server(store, stored, timeout_s=30)
+    return await sync_server(store, stored, timeout_s=30, policy=policy)
 
 
 async def tool_with_connection(store, name: str) -> dict:
@@ -106,7 +111,7 @@ async def test_sync_creates_filtered_tools_with_upstream_names_labels_and_status
     status = server["status"]
     assert status["phase"] == "Ready", status
     assert set(status["discoveredTools"]) == {"add_numbers", "text.upper", "echo_text", "whoami", "always_fails",
-                                              "slow", "crash"}
+                                              "slow", "crash", "environment", "read_file"}
     assert status["generatedTools"] == ["fixture--add-numbers", "fixture--text-upper", "fixture--whoami"]
     assert status["toolCount"] == 3 and status["lastSyncedAt"].endswith("Z") and "lastError" not in status
     tools = (await store.list("Tool", "default")).items
@@ -126,7 +131,7 @@ async def test_changed_filter_deletes_tools_that_disappeared_and_deleting_the_se
     doc = stdio_fixture(include=["whoami"])
     updated = await store.update(doc, server["metadata"]["resourceVersion"])
     assert updated["metadata"]["generation"] == 2
-    sync = McpSync(store)
+    sync = McpSync(store, policy=LOCAL)
     assert sync.kick(updated) is True
     await sync.wait_idle()
     server = await store.get("McpServer", "default", "fixture")
@@ -143,10 +148,11 @@ async def test_changed_filter_deletes_tools_that_disappeared_and_deleting_the_se
 
 async def test_unreachable_servers_end_in_error_with_the_reason():
     store = MemoryStore()
-    missing = await synced(store, server_doc("ghost", transport="stdio", command="/nonexistent/mcp-server"))
+    gone = REPO / ".cache" / "mcp-server-that-went-away"  # allowed once, no longer there
+    missing = await synced(store, server_doc("ghost", transport="stdio", command=str(gone)),
+                           McpPolicy(commands=(str(gone),)))
     assert missing["status"]["phase"] == "Error"
-    assert "connect failed" in missing["status"]["lastError"] and "/nonexistent/mcp-server" in (
-        missing["status"]["lastError"])
+    assert f'command "{gone}" is not one of the programs this server allows' in missing["status"]["lastError"]
     port = free_port()  # nothing listens there
     down = await synced(store, server_doc("down", transport="http", endpoint=f"http://127.0.0.1:{port}/mcp"))
     assert down["status"]["phase"] == "Error" and 'mcp server "down"' in down["status"]["lastError"]
@@ -162,7 +168,7 @@ async def test_unreachable_servers_end_in_error_with_the_reason():
 async def test_runner_calls_stdio_tools_reuses_the_session_and_reconnects_after_a_crash():
     store = MemoryStore()
     await synced(store, stdio_fixture())
-    runner = McpToolRunner()
+    runner = McpToolRunner(LOCAL)
     try:
         add = await tool_with_connection(store, "fixture--add-numbers")
         assert await runner.call(add, json.dumps({"a": 2, "b": 40}), CTX) == "42"
@@ -187,7 +193,7 @@ async def test_runner_calls_stdio_tools_reuses_the_session_and_reconnects_after_
 async def test_calls_are_bounded_by_the_tool_timeout():
     store = MemoryStore()
     await synced(store, stdio_fixture(include=["slow"]))
-    runner = McpToolRunner()
+    runner = McpToolRunner(LOCAL)
     try:
         slow = await tool_with_connection(store, "fixture--slow")
         slow["spec"]["runtime"] = {**slow["spec"].get("runtime", {}), "timeout": "1s"}
@@ -228,7 +234,7 @@ async def test_streamable_http_with_bearer_auth_from_a_secret(http_fixture):
     assert server["status"]["generatedTools"] == ["http-fixture--add-numbers", "http-fixture--text-upper"]
     tool = await tool_with_connection(store, "http-fixture--add-numbers")
     assert "fixture-token-123" not in repr(tool[MCP_CONNECTION_KEY])
-    runner = McpToolRunner()
+    runner = McpToolRunner(LOCAL)
     try:
         assert await runner.call(tool, '{"a": 20, "b": 22}', CTX) == "42"
         upper = await tool_with_connection(store, "http-fixture--text-upper")
@@ -248,7 +254,7 @@ async def test_published_server_everything_over_stdio(everything_server):
     assert server["status"]["generatedTools"] == ["everything--echo", "everything--get-sum"]
     selector = LabelSelector({"orloj.dev/mcp-server": "everything"})
     assert len((await store.list("Tool", "default", selector)).items) == 2
-    runner = McpToolRunner()
+    runner = McpToolRunner(LOCAL)
     try:
         echo = await tool_with_connection(store, "everything--echo")
         assert await runner.call(echo, '{"message": "hello from orloj"}', CTX) == "Echo: hello from orloj"
@@ -294,8 +300,8 @@ async def test_agent_calls_an_mcp_tool_in_a_task(transport, http_fixture):
                                       "spec": {"stringData": {"value": "fixture-token-123"}}}, kind="Secret"))
         doc = server_doc("fixture", transport="http", endpoint=http_fixture, auth={"secretRef": "fixture-token"},
                          tool_filter={"include": ["echo_text"]})
-    runtime = LocalAgentRuntime(tools=default_tool_runner())  # the stock dispatcher: mcp is registered there
-    controller = Controller(store, runtime, worker="test-worker")
+    runtime = LocalAgentRuntime(tools=default_tool_runner(LOCAL_CONFIG))  # the stock dispatcher: mcp is there
+    controller = Controller(store, runtime, worker="test-worker", mcp_policy=LOCAL)
     loop = asyncio.create_task(controller.run())
     try:
         await store.create(doc)  # the controller syncs it in the background
@@ -326,3 +332,103 @@ async def test_resolution_attaches_the_connection_without_writing_it_back():
     (tool,) = resolved.tools["mcp-agent"]
     assert tool[MCP_CONNECTION_KEY].command == sys.executable
     assert MCP_CONNECTION_KEY not in await store.get("Tool", "default", "fixture--echo-text")
+
+
+# --- what the operator allows (orloj_ray/mcp/policy.py) -------------------------------------------
+
+async def test_a_stdio_command_outside_the_allow_list_goes_to_error_and_never_runs(tmp_path):
+    store = MemoryStore()
+    marker = tmp_path / "ran"
+    script = tmp_path / "evil.sh"
+    script.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    script.chmod(0o755)
+    cases = {"by-path": str(script), "shell": "bash", "relative": "./evil.sh", "lookalike": str(tmp_path / "python3")}
+    (tmp_path / "python3").symlink_to(script)  # named like an allowed program, but another one
+    for name, command in cases.items():
+        server = await synced(store, server_doc(name, transport="stdio", command=command, args=["-c", "true"]),
+                              McpPolicy(commands=("python3",)))
+        status = server["status"]
+        assert status["phase"] == "Error", (name, status)
+        assert f'command "{command}"' in status["lastError"] and "(allowed: python3)" in status["lastError"]
+        assert "ORLOJ_MCP_COMMANDS" in status["lastError"]
+    default = await synced(store, stdio_fixture("default-policy"), McpPolicy())  # nothing configured
+    assert default["status"]["phase"] == "Error" and "(allowed: none)" in default["status"]["lastError"]
+    assert not marker.exists() and not (await store.list("Tool", "default")).items
+    # a call through a runner with the default policy is refused the same way, with a code
+    await synced(store, stdio_fixture("allowed", include=["whoami"]))
+    tool = await tool_with_connection(store, "allowed--whoami")
+    with pytest.raises(ToolError) as refused:
+        await McpToolRunner().call(tool, "{}", CTX)
+    assert refused.value.code == "mcp_command_not_allowed" and not refused.value.retryable
+
+
+async def test_http_mcp_endpoints_are_behind_the_tools_egress_guard():
+    store = MemoryStore()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.5)
+    endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}/mcp"
+    try:
+        for name, url in (("loopback", endpoint), ("metadata", "http://169.254.169.254/mcp"),
+                          ("private", "http://10.1.2.3/mcp")):
+            server = await synced(store, server_doc(name, transport="http", endpoint=url), McpPolicy())
+            assert server["status"]["phase"] == "Error", server["status"]
+            assert "refused" in server["status"]["lastError"] and "--tool-allowed-networks" in server["status"][
+                "lastError"]
+        with pytest.raises(OSError):
+            listener.accept()  # nothing ever connected
+    finally:
+        listener.close()
+    tool = normalize({"apiVersion": "orloj.dev/v1", "kind": "Tool", "metadata": {"name": "remote"},
+                      "spec": {"type": "mcp", "mcp_server_ref": "loopback", "mcp_tool_name": "x"}}, kind="Tool")
+    from orloj_ray.mcp import McpConnection
+
+    tool[MCP_CONNECTION_KEY] = McpConnection("default", "loopback", "http", endpoint=endpoint)
+    with pytest.raises(ToolError) as refused:
+        await McpToolRunner().call(tool, "{}", CTX)
+    assert refused.value.code == "tool_egress_denied" and 'mcp server "loopback"' in refused.value.message
+
+
+async def test_a_stdio_server_gets_a_clean_environment_a_private_directory_and_limits(monkeypatch):
+    monkeypatch.setenv("ORLOJ_SECRET_CANARY", "canary-not-for-mcp")
+    store = MemoryStore()
+    doc = stdio_fixture(include=["environment"])
+    doc["spec"]["env"] = [{"name": "GIVEN", "value": "by-the-manifest"}]
+    await synced(store, doc)
+    runner = McpToolRunner(LOCAL)
+    try:
+        seen = json.loads(await runner.call(await tool_with_connection(store, "fixture--environment"), "{}", CTX))
+    finally:
+        await runner.aclose()
+    assert seen["canary"] == "" and "ORLOJ_SECRET_CANARY" not in seen["env"] and "GIVEN" in seen["env"]
+    assert set(seen["env"]) <= {"PATH", "HOME", "TMPDIR", "LANG", "GIVEN", "LOGNAME", "SHELL", "TERM", "USER",
+                                "PWD", "LC_CTYPE"}, seen["env"]
+    assert seen["cwd"] == seen["home"] and Path(seen["cwd"]).name.startswith("orloj-mcp-")
+    assert seen["data"] == 1024 ** 3 and seen["nofile"] == 256
+    assert not Path(seen["cwd"]).exists()  # removed with the session
+
+
+async def test_inside_bubblewrap_a_stdio_server_cannot_read_the_servers_files(monkeypatch, tmp_path, bubblewrap):
+    monkeypatch.setenv("PATH", f"{bubblewrap}:{os.environ['PATH']}")
+    secret = tmp_path / "server-secret.txt"
+    secret.write_text("canary-file-for-mcp")
+    policy = McpPolicy(commands=(sys.executable,), guard=LOCAL.guard,
+                       exec_paths=(sys.prefix, sys.base_prefix, str(REPO / "tests")))  # the fixture's interpreter
+    store = MemoryStore()
+    server = await synced(store, stdio_fixture(include=["read_file", "environment"]), policy)
+    assert server["status"]["phase"] == "Ready", server["status"]
+    runner = McpToolRunner(policy)
+    try:
+        read = await tool_with_connection(store, "fixture--read-file")
+        assert await runner.call(read, json.dumps({"path": str(secret)}), CTX) == "refused: FileNotFoundError"
+        assert (await runner.call(read, json.dumps({"path": "/etc/hostname"}), CTX)).startswith("refused")
+        assert (await runner.call(read, json.dumps({"path": "/etc/resolv.conf"}), CTX)).startswith("read")
+    finally:
+        await runner.aclose()
+
+
+def test_the_allow_list_is_an_operator_setting():
+    config = ServerConfig.from_env({"ORLOJ_MCP_COMMANDS": " npx, uvx ,"}, tool_allowed_networks="10.0.0.0/8")
+    policy = McpPolicy.from_config(config)
+    assert policy.commands == ("npx", "uvx") and config.describe()["mcp_commands"] == ["npx", "uvx"]
+    assert config.to_env()["ORLOJ_MCP_COMMANDS"] == "npx,uvx"
+    assert McpPolicy.from_config(ServerConfig()).commands == ()  # empty by default: no stdio server starts

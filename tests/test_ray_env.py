@@ -19,9 +19,9 @@ def test_haproxy_is_the_default_ingress_where_ray_ships_it():
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     guard = Path(env["RAY_SERVE_HAPROXY_BINARY_PATH"])
     assert os.access(guard, os.X_OK) and "PR_SET_PDEATHSIG" in guard.read_text()
-    # not HAProxy's fixed 8404/9101, which a second cluster on the same host could not bind
+    # HAProxy's own listeners: Serve's 8404/9101 when free, else ports a second cluster can bind
     ports = {int(env["RAY_SERVE_HAPROXY_STATS_PORT"]), int(env["RAY_SERVE_HAPROXY_METRICS_PORT"])}
-    assert len(ports) == 2 and not ports & {8404, 9101}
+    assert len(ports) == 2
 
 
 def test_the_proxy_ingress_and_a_users_own_setting_leave_serve_alone():

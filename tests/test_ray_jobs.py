@@ -1,10 +1,13 @@
 """`ray job submit` as the way in, on a real `ray start --head` cluster on loopback.
 
 The control plane is one job (`python -m cluster.up --address auto`, running until stopped),
-the manifests another (`python -m orloj_ray.jobs.apply ... --run --wait`), both submitted
-with the command lines the README documents. The cluster is this module's own: its own temp
-dir and ports, started with `ray start --head --block` so that stopping that one process stops
-exactly this cluster (a plain `ray stop` would stop every Ray on the machine).
+the manifests another (`python -m orloj_ray.jobs.apply ... --run --wait`): the README's block,
+extracted from README.md and run as printed (its 8265 made this cluster's dashboard port),
+from a shell whose PATH has no venv, only `ray` linked in. The cluster is started from
+orloj-ray's environment, as the README says, with ORLOJ_SERVER naming a free port (the control
+plane binds it, the apply job talks to it). It is this module's own: its own temp dir and
+ports, started with `ray start --head --block` so that stopping that one process stops exactly
+this cluster (a plain `ray stop` would stop every Ray on the machine).
 
 Runs in a pytest process of its own (``own_process``), before the suite's shared Ray cluster starts.
 """
@@ -24,26 +27,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests_support import free_port
+from tests_support import free_port, processes_naming, readme_blocks
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.slow, pytest.mark.own_process]
-
-
-def _ours(temp_dir: str) -> list[int]:
-    """Pids of this module's cluster: their command line names its temp dir (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if temp_dir.encode() in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 def _wait_healthz(url: str, timeout: float, job: tuple[str, str] | None = None) -> bool:
@@ -74,8 +62,11 @@ def head():
     assert not ray.is_initialized(), "this module must run before the shared Ray cluster starts"
     temp_dir = tempfile.mkdtemp(prefix="orloj-rj-", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
     dashboard = free_port()
+    api = f"http://127.0.0.1:{free_port()}"
+    # started from orloj-ray's environment (its bin first on PATH, as an activated venv does)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_SCHEDULER_EVENTS": "0",
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "ORLOJ_SERVER": api}
     env.pop("RAY_ADDRESS", None)
     cmd = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
            "--port", str(free_port()), "--num-cpus", "2", "--disable-usage-stats", "--temp-dir", temp_dir,
@@ -96,7 +87,7 @@ def head():
                 pass
             assert time.monotonic() < deadline, "the Ray dashboard did not come up within 90s"
             time.sleep(0.5)
-        yield {"address": address, "env": {**env, "RAY_ADDRESS": address}, "temp_dir": temp_dir}
+        yield {"address": address, "env": {**env, "RAY_ADDRESS": address}, "temp_dir": temp_dir, "api": api}
     finally:
         proc.send_signal(signal.SIGTERM)  # `ray start --block` stops the processes it started
         try:
@@ -105,9 +96,9 @@ def head():
             proc.kill()
         log.close()
         deadline = time.monotonic() + 30
-        while _ours(temp_dir) and time.monotonic() < deadline:
+        while processes_naming(temp_dir) and time.monotonic() < deadline:
             time.sleep(0.5)
-        leftover = _ours(temp_dir)
+        leftover = processes_naming(temp_dir)
         for pid in leftover:  # only processes whose command line names this module's temp dir
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -129,38 +120,62 @@ RUNTIME_ENV = json.dumps({"excludes": [".cache", ".venv", ".git"],
 
 
 @pytest.fixture(scope="module")
-def control_plane(head):
-    port = free_port()
-    job_id = f"orloj-control-plane-{uuid.uuid4().hex[:8]}"
-    res = ray_cli(head, "job", "submit", "--submission-id", job_id, "--no-wait", "--working-dir", ".",
-                  "--runtime-env-json", RUNTIME_ENV, "--",
-                  "python", "-m", "cluster.up", "--address", "auto", "--port", str(port))
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    url = f"http://127.0.0.1:{port}"
+def plain_shell(head, tmp_path_factory):
+    """A submitting shell without the venv on PATH: only `ray` linked in, no `python` at all."""
+    tools = tmp_path_factory.mktemp("tools")
+    (tools / "ray").symlink_to(BIN / "ray")
+    return {"HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8", "PATH": f"{tools}:/usr/bin:/bin"}
+
+
+@pytest.fixture(scope="module")
+def control_plane(head, plain_shell):
+    """The README's two jobs, as printed: the control plane, then the pipeline run and waited for."""
+    [script] = readme_blocks("### `ray job submit`", "bash")
+    assert "export RAY_ADDRESS=http://127.0.0.1:8265" in script and "--submission-id orloj-control-plane" in script
+    res = subprocess.run(["/bin/bash", "-e", "-o", "pipefail", "-c", script.replace("http://127.0.0.1:8265", head["address"])],
+                         cwd=REPO, env=plain_shell, capture_output=True, text=True, timeout=600)
+    job_id, url = "orloj-control-plane", head["api"]
     if not _wait_healthz(url, 120, (head["address"], job_id)):
         logs = ray_cli(head, "job", "logs", job_id)
-        pytest.fail(f"the control-plane job did not serve {url}/healthz:\n{logs.stdout[-3000:]}")
-    yield {"url": url, "job_id": job_id}
+        pytest.fail(f"the control-plane job did not serve {url}/healthz:\n{logs.stdout[-3000:]}\n{res.stderr[-2000:]}")
+    yield {"url": url, "job_id": job_id, "readme": res}
     ray_cli(head, "job", "stop", job_id, timeout=120)
 
 
-def test_apply_job_runs_the_pipeline_to_success(head, control_plane):
-    job_id = f"orloj-apply-{uuid.uuid4().hex[:8]}"
-    res = ray_cli(head, "job", "submit", "--submission-id", job_id, "--working-dir", ".",
-                  "--runtime-env-json", RUNTIME_ENV, "--",
-                  "python", "-m", "orloj_ray.jobs.apply", "-f", "examples/blueprints/pipeline", "--run", "--wait",
-                  "--server", control_plane["url"], "--timeout", "120")
+def test_the_readme_jobs_run_the_pipeline_to_success(head, control_plane):
+    res = control_plane["readme"]
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "succeeded" in res.stdout.lower()
-    logs = ray_cli(head, "job", "logs", job_id)
-    assert logs.returncode == 0, logs.stderr
-    out = logs.stdout
+    out = res.stdout
     for line in ("applied modelendpoint/", "applied agentsystem/bp-pipeline-system", "applied task/bp-pipeline-task",
                  "task/bp-pipeline-task: Succeeded; final_output:", "1 task succeeded"):
         assert line in out, out[-3000:]
     assert out.count(": agent ") == 3 and out.count(" done (") == 3  # one progress line per agent step
     task = httpx.get(f"{control_plane['url']}/v1/tasks/bp-pipeline-task", timeout=10).json()
     assert task["status"]["phase"] == "Succeeded"
+
+
+def test_a_second_control_plane_refuses_and_stopping_it_leaves_the_first_alone(head, control_plane, plain_shell):
+    job_id = f"orloj-second-{uuid.uuid4().hex[:8]}"
+    res = ray_cli(head, "job", "submit", "--submission-id", job_id, "--working-dir", ".",
+                  "--runtime-env-json", RUNTIME_ENV, "--", "python", "-m", "cluster.up", "--address", "auto",
+                  "--port", str(free_port()))
+    assert res.returncode != 0
+    logs = ray_cli(head, "job", "logs", job_id).stdout
+    assert "an orloj-ray control plane already runs on this Ray cluster" in logs, logs[-3000:]
+    assert f"its API is {control_plane['url']}" in logs and "started by ray job orloj-control-plane" in logs, logs
+    ray_cli(head, "job", "stop", job_id, timeout=120)
+    assert _wait_healthz(control_plane["url"], 10)  # the first one still serves, with its data
+    task = httpx.get(f"{control_plane['url']}/v1/tasks/bp-pipeline-task", timeout=10).json()
+    assert task["status"]["phase"] == "Succeeded"
+
+
+def test_orloj_up_refuses_to_start_beside_a_ray_start_cluster(head, control_plane, tmp_path):
+    env = {**head["env"], "ORLOJ_HOME": str(tmp_path), "ORLOJ_SERVER": f"http://127.0.0.1:{free_port()}",
+           "ORLOJ_RAY_TEMP_DIR": head["temp_dir"]}
+    env.pop("RAY_ADDRESS")
+    res = subprocess.run([str(BIN / "orloj"), "up", "--detach"], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f"a Ray cluster is already running in {head['temp_dir']}" in res.stderr and "--address auto" in res.stderr
 
 
 def test_resubmitting_runs_the_task_again_under_a_new_name(head, control_plane):
@@ -268,3 +283,15 @@ def test_apply_entry_point_exit_codes(tmp_path):
         assert "task/bp-pipeline-task: Pending" in lines
         assert any("timed out after" in line and "bp-pipeline-task" in line for line in lines)
         assert lines[-1] == "error: 1 of 1 task did not succeed"
+
+
+def test_a_job_under_another_python_says_which_and_how_to_fix_it(tmp_path):
+    """`python` on a cluster's PATH that is not orloj-ray's: the entry points stop at once with the
+    fix, not with a traceback about httpx."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True, timeout=120)
+    bare = str(tmp_path / "bare" / "bin" / "python")
+    for module in ("orloj_ray.jobs.apply", "cluster.up"):
+        res = subprocess.run([bare, "-m", module, "-f", "x"], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2, res.stderr
+        assert f"error: {module} runs under {bare}, which lacks" in res.stderr and "Traceback" not in res.stderr
+        assert "activate it before `ray start`" in res.stderr and '"PATH": "/path/to/orloj-ray-env/bin:${PATH}"' in res.stderr

@@ -1,4 +1,4 @@
-"""Retry policies, schedules, classification and decisions (orloj_ray.engine.retry).
+"""Retry policies, schedules, classification and decisions (orloj_ray.retry).
 
 Expected delays are recomputed here from upstream's formulas (execution.md §8,
 ``computeMessageRetryDelay`` / ``computeToolRetryDelay``) with this file's own FNV-1a, itself
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orloj_ray.engine.retry import (
+from orloj_ray.retry import (
     GOVERNANCE_CODES,
     MESSAGE_MAX_BACKOFF_S,
     NEVER_RETRY_CODES,
@@ -293,7 +293,7 @@ def test_tool_jitter_unit_is_case_sensitive_like_upstream():
 def test_schedule_is_the_same_in_a_fresh_process():
     policy = RetryPolicy(max_attempts=9, backoff=0.3, max_backoff=60, jitter="equal")
     here = [delay_ns(policy, n, KEY) for n in range(1, 9)]
-    code = ("from orloj_ray.engine.retry import RetryPolicy, delay_ns;"
+    code = ("from orloj_ray.retry import RetryPolicy, delay_ns;"
             f"p = RetryPolicy(max_attempts=9, backoff=0.3, max_backoff=60, jitter='equal');"
             f"print([delay_ns(p, n, {KEY!r}) for n in range(1, 9)])")
     root = Path(__file__).resolve().parents[1]
@@ -491,3 +491,13 @@ def test_outcome_is_frozen():
 ])
 def test_go_duration(seconds, text):
     assert go_duration(seconds) == text
+
+
+def test_backoff_doubles_to_its_cap_and_starts_over_after_a_reset():
+    from orloj_ray.retry import Backoff
+
+    b = Backoff(0.5, 3.0)
+    assert [b.next() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    b.reset()
+    assert b.next() == 0.5
+    assert Backoff(0.5, 10.0, attempt=2).next() == 2.0  # resuming at a known attempt

@@ -34,8 +34,9 @@ def utc(*args) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
-async def template(store, name="tmpl", namespace="default", labels=None):
-    doc = {"kind": "Task", "metadata": {"name": name, "namespace": namespace, "labels": labels or {"team": "a"}},
+async def template(store, name="tmpl", namespace="default", labels=None, annotations=None):
+    doc = {"kind": "Task", "metadata": {"name": name, "namespace": namespace, "labels": labels or {"team": "a"},
+                                        "annotations": annotations or {}},
            "spec": {"system": "sys", "mode": "template", "input": {"topic": "x"}}}
     return await store.create(normalize(doc, kind="Task"))
 
@@ -142,7 +143,8 @@ async def test_fires_on_time_across_a_dst_change():
 
 async def test_run_task_copies_the_template_with_labels_and_mode_run():
     store, clock = MemoryStore(), FakeClock(utc(2025, 1, 1, 9, 0, 5))
-    await template(store, "tmpl", namespace="work", labels={"team": "a"})
+    await template(store, "tmpl", namespace="work", labels={"team": "a"},
+                   annotations={"orloj.dev/shared-with": "default"})  # a template of another namespace
     await schedule(store, task_ref="work/tmpl", concurrency_policy="allow")
     await ScheduleController(store, clock=clock).tick()
     (run,) = await runs(store)
@@ -153,6 +155,19 @@ async def test_run_task_copies_the_template_with_labels_and_mode_run():
     assert run["status"]["phase"] == "Pending"
     (triggered,) = [e for e in await events(store) if e.type == "taskschedule.triggered"]
     assert triggered.data["task"] == "work/daily-20250101-0900" and triggered.source == "task-schedule-controller"
+
+
+async def test_a_template_of_another_namespace_that_is_not_shared_is_refused():
+    store, clock = MemoryStore(), FakeClock(utc(2025, 1, 1, 9, 0, 5))
+    await template(store, "tmpl", namespace="work", annotations={"orloj.dev/shared-with": "ops, other"})
+    await schedule(store, task_ref="work/tmpl", concurrency_policy="allow")
+    await ScheduleController(store, clock=clock).tick()
+    assert await runs(store) == []
+    st = await status(store)
+    assert st["phase"] == "Error"
+    assert st["lastError"] == ('task template "work/tmpl" is in namespace "work", which does not share it with '
+                               'namespace "default": the owner of "work" can annotate it orloj.dev/shared-with: '
+                               '"default" (or "*")')
 
 
 async def test_ticking_again_never_starts_a_slot_twice():

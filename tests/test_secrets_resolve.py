@@ -45,6 +45,16 @@ async def test_a_reference_never_reads_a_server_variable_by_its_own_name(monkeyp
     assert env_name(ref.split(":")[0]) in str(err.value)  # says which variable *would* be read
 
 
+@pytest.mark.parametrize("ref", ["key", "KEY", "key-file", "key_file:value"])
+async def test_the_keys_that_encrypt_secrets_are_never_a_secret_to_resolve(monkeypatch, ref):
+    """``ORLOJ_SECRET_KEY`` (and ``_FILE``) share the ``ORLOJ_SECRET_`` prefix: ``secretRef: key``
+    must not hand the encryption key to whichever endpoint the manifest names."""
+    monkeypatch.setenv("ORLOJ_SECRET_KEY", "the-at-rest-encryption-key")
+    monkeypatch.setenv("ORLOJ_SECRET_KEY_FILE", "/etc/orloj/keys")
+    with pytest.raises(LookupError, match="is a server setting, never read for a reference"):
+        await resolve_secret(MemoryStore(), "default", ref)
+
+
 async def test_the_secret_comes_first_then_orloj_secret_name(monkeypatch):
     store = MemoryStore()
     monkeypatch.setenv("ORLOJ_SECRET_TOOL_TOKEN", "from-env")

@@ -260,10 +260,10 @@ async def test_data_and_event_ids_survive_a_restart(fresh_db):
 
 
 async def test_open_store_follows_the_config(fresh_db):
-    assert isinstance(await open_store(ServerConfig()), MemoryStore)
-    store = await open_store(ServerConfig(store="postgres", database_url=fresh_db))
+    assert isinstance((await open_store(ServerConfig())).inner, MemoryStore)  # Secrets encrypted at rest
+    store = await open_store(ServerConfig(store="postgres", database_url=fresh_db, secret_key="a" * 64))
     try:
-        assert isinstance(store, PostgresStore)
+        assert isinstance(store.inner, PostgresStore)
         await store.create(agent("via-factory"))
         assert (await store.list("Agent")).items[0]["metadata"]["name"] == "via-factory"
     finally:

@@ -252,7 +252,7 @@ async def test_retry_on_503_then_success_with_same_idempotency_key(server):
 
 
 async def test_retry_is_bounded_and_jittered(server):
-    from orloj_ray.engine.retry import RetryPolicy, delay
+    from orloj_ray.retry import RetryPolicy, delay
 
     server.routes["/r"] = lambda req: (502, {}, "bad gateway")
     sleeps: list[float] = []

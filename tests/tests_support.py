@@ -112,3 +112,52 @@ async def load(store, blueprint: str) -> None:
 
 def agent_ends(task: dict) -> list[dict]:
     return [r for r in task["status"]["trace"] if r["type"] == "agent_end"]
+
+
+def processes_naming(text: str) -> list[int]:
+    """Pids of this machine's processes whose command line contains ``text`` (a test's own Ray
+    temp dir, say), this process excepted: what a test may stop, and must see gone (Linux /proc)."""
+    import os
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_blocks(heading: str, lang: str | None = None) -> list[str]:
+    """The fenced code blocks under ``heading`` (a README line such as ``## Quick start``), up to
+    the next heading of the same or a higher level, optionally only those tagged ``lang``: what
+    the README-driven tests run, so the README cannot drift from what works."""
+    lines = README.read_text().splitlines()
+    level = len(heading) - len(heading.lstrip("#"))
+    try:
+        start = lines.index(heading)
+    except ValueError:
+        raise AssertionError(f"README.md has no heading {heading!r}") from None
+    blocks, current, tag = [], None, ""
+    for line in lines[start + 1:]:
+        if current is None and line.startswith("#") and len(line) - len(line.lstrip("#")) <= level:
+            break
+        if line.startswith("```"):
+            if current is None:
+                current, tag = [], line[3:].strip()
+            else:
+                if lang is None or tag == lang:
+                    blocks.append("\n".join(current) + "\n")
+                current = None
+            continue
+        if current is not None:
+            current.append(line)
+    assert blocks, f"README.md section {heading!r} has no {lang or ''} code block"
+    return blocks

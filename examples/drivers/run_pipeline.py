@@ -19,6 +19,7 @@ except ImportError:  # running from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from orloj_ray import Client  # noqa: E402
+from orloj_ray.client import TaskFailed  # noqa: E402
 from orloj_ray.errors import OrlojError  # noqa: E402
 
 BLUEPRINT = Path(__file__).resolve().parent.parent / "blueprints" / "pipeline"
@@ -45,6 +46,8 @@ def main() -> int:
 
             task = client.run_task(SYSTEM, {"topic": topic}, namespace=args.namespace, timeout=300,
                                    on_update=progress)
+        except TaskFailed as exc:  # the task ran and failed: print what it did, then why
+            task = exc.task
         except OrlojError as exc:
             print(f"error: {exc.message}", file=sys.stderr)
             return 2

@@ -20,7 +20,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from orloj_ray.cli.common import echo, err_console, fail, make_client, note
+from orloj_ray.cli.common import (
+    OutputOpt, echo, err_console, fail, make_client, namespace_or, note, output_format, print_doc, waiting,
+)
 
 STARTUP_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 60
@@ -88,7 +90,8 @@ def _tail(path: Path, lines: int = 40) -> str:
 def up(
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background; log to $ORLOJ_HOME/orloj-up.log.")] = False,
     address: Annotated[Optional[str], typer.Option("--address", help="Join this Ray cluster (default: start a local one).")] = None,
-    port: Annotated[int, typer.Option("--port", help="API port.")] = 8080,
+    port: Annotated[Optional[int], typer.Option(
+        "--port", help="API port (default: the port of $ORLOJ_SERVER when it names this machine, else 8080).")] = None,
     host: Annotated[str, typer.Option("--host", help="API bind address.")] = "127.0.0.1",
     mode: Annotated[Optional[str], typer.Option(
         "--mode", help="message-driven (default: each agent on its own actor) or sequential (env ORLOJ_MODE).",
@@ -110,6 +113,10 @@ def up(
         "--tool-allowed-networks",
         help="Comma-separated CIDRs tools may reach although private/loopback, e.g. 127.0.0.0/8 "
              "(env ORLOJ_TOOL_ALLOWED_NETWORKS).")] = None,
+    mcp_commands: Annotated[Optional[str], typer.Option(
+        "--mcp-commands",
+        help="Comma-separated programs stdio McpServers may launch, e.g. npx,uvx; none by default "
+             "(env ORLOJ_MCP_COMMANDS).")] = None,
     auth_mode: Annotated[Optional[str], typer.Option(
         "--auth-mode", help="API authentication: off or token (env ORLOJ_AUTH_MODE; default off on loopback only).",
     )] = None,
@@ -125,30 +132,50 @@ def up(
     max_agent_actors: Annotated[Optional[int], typer.Option(
         "--max-agent-actors", help="Live agent actors per Ray node (env ORLOJ_MAX_AGENT_ACTORS; default derived "
                                    "from the node's memory, shown by 'orloj status').")] = None,
+    dashboard_port: Annotated[Optional[int], typer.Option(
+        "--dashboard-port", envvar="ORLOJ_DASHBOARD_PORT",
+        help="Ray dashboard port of a cluster started here (default 8265).")] = None,
+    ray_temp_dir: Annotated[Optional[str], typer.Option(
+        "--ray-temp-dir", envvar="ORLOJ_RAY_TEMP_DIR",
+        help="Ray's temp dir for a cluster started here (default Ray's, /tmp/ray).")] = None,
 ) -> None:
     """Start orloj-ray locally: Ray, the control plane and the REST API."""
-    from orloj_ray.config import ConfigError, ServerConfig
+    from orloj_ray.config import ConfigError, ServerConfig, default_api_port
 
     try:
         config = ServerConfig.from_env(mode=mode, store=store, database_url=database_url, log=log_backend,
                                        nats_url=nats_url, nats_monitor_url=nats_monitor_url,
                                        task_retention=task_retention, tool_allowed_networks=tool_allowed_networks,
-                                       auth_mode=auth_mode, supervisors=supervisors, agent_idle_ttl=agent_idle_ttl,
-                                       max_agent_actors=max_agent_actors)
+                                       mcp_commands=mcp_commands, auth_mode=auth_mode, supervisors=supervisors,
+                                       agent_idle_ttl=agent_idle_ttl, max_agent_actors=max_agent_actors)
     except ConfigError as exc:
         fail(str(exc), 2)
+    from orloj_ray.config import ray_auth_warning
+
+    if warning := ray_auth_warning(host, {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}):
+        note(f"warning: {warning}")
     if ingress is not None:
         from orloj_ray.config import INGRESSES
 
         if ingress.strip().lower() not in INGRESSES:
             fail(f"--ingress {ingress!r}: use one of {', '.join(INGRESSES)}", 2)
         os.environ["ORLOJ_INGRESS"] = ingress.strip().lower()
+    port = port or default_api_port()
     sdir = state_dir()
     sdir.mkdir(parents=True, exist_ok=True)
     state = read_state()
     if state and isinstance(state.get("pid"), int) and pid_alive(state["pid"]):
-        fail(f"orloj is already running (pid {state['pid']}, {state.get('api_url', '?')}); "
-             f"see 'orloj status' or stop it with 'orloj down'")
+        running_port = str(state.get("api_url", "")).rsplit(":", 1)[-1]
+        same = detach and running_port == str(port) and all(
+            want is None or str(state.get(key) or "") == want.strip().lower()
+            for key, want in (("mode", mode), ("store", store), ("log", log_backend)))
+        if same:  # `up -d` is a goal, already met: README sections may each start with it
+            echo(f"orloj-ray is already running (pid {state['pid']}, {state.get('api_url')}); "
+                 f"see 'orloj status', stop it with 'orloj down'")
+            return
+        fail(f"orloj is already running (pid {state['pid']}, {state.get('api_url', '?')}"
+             + ("" if detach else "; `orloj up` in the foreground cannot attach to it") +
+             f"); see 'orloj status' or stop it with 'orloj down'")
     if state:
         state_file().unlink(missing_ok=True)  # stale: its process is gone
     if port_in_use(host, port):
@@ -157,6 +184,10 @@ def up(
            "--state-file", str(state_file())]
     if address:
         cmd += ["--address", address]
+    if dashboard_port:
+        cmd += ["--dashboard-port", str(dashboard_port)]
+    if ray_temp_dir:
+        cmd += ["--ray-temp-dir", ray_temp_dir]
     os.environ.update(config.to_env())  # the child reads the settings from its environment
     if detach:
         _up_detached(cmd, host, port, sdir)
@@ -240,6 +271,9 @@ def _up_detached(cmd: list[str], host: str, port: int, sdir: Path) -> None:
     echo(f"  Dashboard:  {state.get('dashboard_url') or '-'}")
     echo(f"  Ray:        {state.get('ray_address') or '-'}")
     echo(f"  Log:        {state.get('log_file') or log_path}")
+    line = driver_exports(state.get("ray_address") or "")
+    if line:
+        echo(f"  Drivers:    {line}   (or: eval \"$(orloj env)\")")
     echo("stop it with 'orloj down'")
 
 
@@ -282,49 +316,162 @@ def _reap(pid: int) -> None:
         pass
 
 
-def status(ctx: typer.Context) -> None:
-    """Server, Ray cluster, backends and task counts."""
-    from orloj_ray.errors import NotFound, OrlojError, Unavailable
+def driver_env(ray_address: str) -> dict[str, str]:
+    """What a Ray driver, ``ray status`` or ``ray list actors`` in another shell needs to reach
+    the cluster at ``ray_address``: the address itself (other Ray clusters may run on the
+    machine), and for one on loopback ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, without which
+    Ray rewrites 127.0.0.1 to the machine's address, where nothing listens (NOTES-ray.md)."""
+    if not ray_address:
+        return {}
+    env = {"RAY_ADDRESS": ray_address}
+    if ray_address.split(":", 1)[0] in ("127.0.0.1", "localhost"):
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    return env
 
-    client = make_client(ctx)
-    echo(f"server:     {client.server}")
-    try:
-        health = client.health()
-    except Unavailable as exc:
-        echo("health:     unreachable")
-        local = read_state()
-        if local and isinstance(local.get("pid"), int) and pid_alive(local["pid"]):
-            note(f"note: orloj up is running (pid {local['pid']}) at {local.get('api_url')}; "
-                 f"set --server or ORLOJ_SERVER to it")
-        fail(exc.message)
-    echo(f"health:     {health.get('status', 'ok') if isinstance(health, dict) else 'ok'}")
-    local = read_state()
-    if local and str(local.get("api_url", "")).rstrip("/") == client.server:
-        echo(f"local:      started by 'orloj up' (pid {local.get('pid')}), log {local.get('log_file') or '-'}")
+
+def driver_exports(ray_address: str) -> str:
+    """The one line to paste: ``export RAY_ADDRESS=... RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``."""
+    env = driver_env(ray_address)
+    return "export " + " ".join(f"{k}={v}" for k, v in env.items()) if env else ""
+
+
+STATUS_ERROR_KINDS = ("Agent", "AgentSystem", "ModelEndpoint", "Tool", "Memory", "McpServer", "TaskSchedule",
+                      "TaskWebhook")
+"""Kinds whose ``status.phase`` says whether they are usable (``Error`` with ``lastError``)."""
+TASK_ORDER = ["Pending", "Running", "WaitingApproval", "Succeeded", "Failed", "DeadLetter"]
+
+
+def _status_view(client, ns: str | None) -> dict:
+    from orloj_ray.errors import NotFound, OrlojError
+
+    view: dict = {"server": client.server, "health": (client.health() or {}).get("status", "ok")}
     try:
         rt = client.runtime()
     except NotFound:
         rt = {}
-        echo("runtime:    unknown (server has no /v1/runtime; upstream Orloj?)")
     ray = rt.get("ray") or {}
+    view["runtime"] = bool(rt)
     if rt:
-        nodes = ray.get("nodes") or []
-        echo(f"ray:        {ray.get('address') or '-'}")
-        echo(f"nodes:      {len(nodes)}" + (f" ({_nodes_summary(nodes)})" if nodes else ""))
-        echo(f"dashboard:  {ray.get('dashboard_url') or '-'}")
-        echo(f"store:      {rt.get('store') or '-'}")
-        echo(f"log:        {rt.get('log') or '-'}")
-        if rt.get("mode"):
-            echo(f"mode:       {rt['mode']}")
+        view.update(ray={"address": ray.get("address") or "", "dashboard_url": ray.get("dashboard_url") or "",
+                         "nodes": ray.get("nodes") or []},
+                    drivers=driver_env(ray.get("address") or ""), store=rt.get("store") or "",
+                    log=rt.get("log") or "", mode=rt.get("mode") or "")
+    if ns:
+        view["namespace"] = ns
     try:
-        tasks = client.list("task")
+        tasks = client.list("task", ns)
     except OrlojError as exc:
-        echo(f"tasks:      unavailable ({exc.message})")
+        view["tasks"] = {"error": exc.message}
+        tasks = None
+    if tasks is not None:
+        counts = Counter(str((t.get("status") or {}).get("phase") or "Pending") for t in tasks)
+        by_phase = {p: counts.pop(p) for p in TASK_ORDER if p in counts}
+        by_phase.update(sorted(counts.items()))
+        view["tasks"] = {"total": len(tasks), "by_phase": by_phase}
+    errors = []
+    for kind in STATUS_ERROR_KINDS:
+        try:
+            items = client.list(kind, ns)
+        except OrlojError:
+            continue
+        for obj in items:
+            st, meta = obj.get("status") or {}, obj.get("metadata") or {}
+            if st.get("phase") in ("Error", "Failed"):
+                errors.append({"kind": kind, "name": meta.get("name", ""), "namespace": meta.get("namespace") or "default",
+                               "phase": st["phase"], "reason": st.get("lastError") or "(no reason recorded)"})
+    view["errors"] = errors
+    return view
+
+
+def status(
+    ctx: typer.Context,
+    output: OutputOpt = "table",
+    namespace: Annotated[Optional[str], typer.Option("--namespace", "-n", help="Only this namespace's tasks and "
+                                                     "resources (default: all).")] = None,
+) -> None:
+    """Server, Ray cluster, backends, tasks by phase, and every resource in Error with its reason."""
+    from orloj_ray.errors import Unavailable
+
+    fmt = output_format(output)
+    client = make_client(ctx)
+    ns = namespace_or(ctx, namespace, None)
+    try:
+        with waiting(f"asking {client.server}"):
+            view = _status_view(client, ns)
+    except Unavailable as exc:
+        local = read_state()
+        if local and isinstance(local.get("pid"), int) and pid_alive(local["pid"]):
+            note(f"note: orloj up is running (pid {local['pid']}) at {local.get('api_url')}; "
+                 f"set --server or ORLOJ_SERVER to it")
+        if fmt == "table":
+            echo(f"server:     {client.server}")
+            echo("health:     unreachable")
+        fail(exc.message)
+    local = read_state()
+    if local and str(local.get("api_url", "")).rstrip("/") == client.server:
+        view["local"] = {"pid": local.get("pid"), "log_file": local.get("log_file") or ""}
+    if fmt != "table":
+        print_doc(view, fmt)
         return
-    counts = Counter(str((t.get("status") or {}).get("phase") or "Pending") for t in tasks)
-    order = ["Pending", "Running", "WaitingApproval", "Succeeded", "Failed", "DeadLetter"]
-    parts = [f"{p}={counts.pop(p)}" for p in order if p in counts] + [f"{p}={n}" for p, n in sorted(counts.items())]
-    echo(f"tasks:      {len(tasks)}" + (f" ({' '.join(parts)})" if parts else ""))
+    echo(f"server:     {view['server']}")
+    echo(f"health:     {view['health']}")
+    if view.get("local"):
+        echo(f"local:      started by 'orloj up' (pid {view['local']['pid']}), log {view['local']['log_file'] or '-'}")
+    if not view["runtime"]:
+        echo("runtime:    unknown (server has no /v1/runtime; upstream Orloj?)")
+    else:
+        ray = view["ray"]
+        echo(f"ray:        {ray['address'] or '-'}")
+        if view["drivers"]:
+            echo(f"drivers:    {driver_exports(ray['address'])}   (or: eval \"$(orloj env)\")")
+        nodes = ray["nodes"]
+        echo(f"nodes:      {len(nodes)}" + (f" ({_nodes_summary(nodes)})" if nodes else ""))
+        echo(f"dashboard:  {ray['dashboard_url'] or '-'}")
+        echo(f"store:      {view['store'] or '-'}")
+        echo(f"log:        {view['log'] or '-'}")
+        if view["mode"]:
+            echo(f"mode:       {view['mode']}")
+    if ns:
+        echo(f"namespace:  {ns}")
+    tasks = view["tasks"]
+    if "error" in tasks:
+        echo(f"tasks:      unavailable ({tasks['error']})")
+    else:
+        parts = [f"{p}={n}" for p, n in tasks["by_phase"].items()]
+        echo(f"tasks:      {tasks['total']}" + (f" ({' '.join(parts)})" if parts else ""))
+    errors = view["errors"]
+    echo(f"errors:     {len(errors) or 'none'}")
+    for e in errors:
+        where = f" -n {e['namespace']}" if not ns else ""
+        echo(f"  {e['kind'].lower()}/{e['name']}{where} {e['phase']}: {e['reason']}")
+
+
+def env(ctx: typer.Context) -> None:
+    """Print the exports that point Ray drivers and tools at this orloj-ray: eval "$(orloj env)".
+
+    ORLOJ_SERVER, and for the Ray cluster RAY_ADDRESS (plus RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+    for one on loopback), so `ray.init(address="auto")`, `ray status` and `ray list actors`
+    reach the cluster `orloj up` started, not another one on the machine.
+    """
+    from orloj_ray.errors import NotFound, OrlojError
+
+    client = make_client(ctx)
+    local = read_state()
+    address = ""
+    if local and str(local.get("api_url", "")).rstrip("/") == client.server:
+        address = str(local.get("ray_address") or "")
+    if not address:
+        try:
+            address = str(((client.runtime() or {}).get("ray") or {}).get("address") or "")
+        except NotFound:
+            address = ""  # a server without /v1/runtime (upstream Orloj): no Ray to point at
+        except OrlojError as exc:
+            fail(f"{exc.message} (orloj env reads the Ray address from the server, or from a local `orloj up`)")
+    import shlex
+
+    echo(f"export ORLOJ_SERVER={shlex.quote(client.server)}")
+    for key, value in driver_env(address).items():
+        echo(f"export {key}={shlex.quote(value)}")
 
 
 def _nodes_summary(nodes: list) -> str:
@@ -337,5 +484,5 @@ def _nodes_summary(nodes: list) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    for fn in (up, down, status):
+    for fn in (up, down, status, env):
         app.command()(fn)

@@ -104,17 +104,64 @@ def resource_rows(kind: str, items: list[dict]) -> tuple[list[str], list[list[st
     return headers, rows
 
 
-def table(headers: list[str], rows: list[list[str]], title: str | None = None) -> Table:
-    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title=title, title_justify="left")
-    for h in headers:
-        t.add_column(h, overflow="fold" if h in ("MESSAGE", "LAST_ERROR") else "ellipsis")
-    for row in rows:
-        t.add_row(*row)
-    return t
+FOLDED = ("MESSAGE", "LAST_ERROR", "REASON", "ENTRY", "CONTENT")
+"""Columns of free text: wrapped onto more lines when the terminal is narrow."""
 
 
-def to_yaml(obj: Any) -> str:
-    return yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, default_flow_style=False, width=120)
+SHORT = 10
+"""A column whose every cell is at most this wide (a count, a latency, a phase) keeps its width."""
+
+
+class FittedTable:
+    """A table fitted to the width it is printed at (rich passes it): when the rows do not fit,
+    columns holding nothing (every cell ``-``) are left out first; then short columns (counts,
+    phases) and the first (the name) keep their width, free-text columns wrap, and the rest end
+    in an ellipsis."""
+
+    def __init__(self, headers: list[str], rows: list[list[str]], title: str | None = None):
+        self.headers, self.rows, self.title = headers, rows, title
+
+    def _widths(self, keep: list[int]) -> list[int]:
+        return [max([len(self.headers[i])] + [len(r[i]) for r in self.rows if i < len(r)]) for i in keep]
+
+    def build(self, max_width: int) -> Table:
+        keep = list(range(len(self.headers)))
+        if sum(w + 2 for w in self._widths(keep)) > max_width:
+            keep = [i for i in keep if i == 0 or any(i < len(r) and r[i] != "-" for r in self.rows)]
+        t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0), title=self.title,
+                  title_justify="left")
+        for i, width in zip(keep, self._widths(keep)):
+            h = self.headers[i]
+            if h in FOLDED:
+                t.add_column(h, overflow="fold")
+            else:
+                t.add_column(h, overflow="ellipsis", no_wrap=width <= SHORT or (i == 0 and width <= 40))
+        for row in self.rows:
+            t.add_row(*(row[i] if i < len(row) else "" for i in keep))
+        return t
+
+    def __rich_console__(self, console, options):
+        yield self.build(options.max_width)
+
+
+def table(headers: list[str], rows: list[list[str]], title: str | None = None) -> FittedTable:
+    return FittedTable(headers, rows, title)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings as ``|`` blocks (prompts read and edit as written), else PyYAML's."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str):
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def to_yaml(obj: Any, *, sort_keys: bool = False) -> str:
+    return yaml.dump(obj, Dumper=_Dumper, sort_keys=sort_keys, allow_unicode=True, default_flow_style=False,
+                     width=120)
 
 
 def to_json(obj: Any) -> str:
@@ -158,15 +205,28 @@ def trace_rows(task: dict) -> tuple[list[str], list[list[str]]]:
         latency = e.get("latency_ms")
         rows.append([
             cell(_short_time(e.get("timestamp"))), cell(e.get("type")), cell(agent),
-            cell(e.get("model") or models.get(agent)), cell(e.get("tokens")),
-            f"{latency}ms" if latency not in (None, "") else "-",
+            cell(e.get("model") or models.get(agent)), cell(e.get("tokens")), ms(latency),
             cell(_trace_message(e), 200),
         ])
     return headers, rows
 
 
+def ms(value: Any) -> str:
+    """A measured duration: ``401ms``; ``<1ms`` for one under a millisecond (an int 0: a mock
+    model answers in microseconds); ``-`` when none was measured."""
+    if value in (None, ""):
+        return "-"
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        return cell(value)
+    return "<1ms" if n <= 0 else f"{n}ms"
+
+
 def _trace_message(e: dict) -> str:
     parts = [str(e.get("message") or "")]
+    if e.get("elapsed_ms") not in (None, ""):  # agent_end: since the message was sent, actor start included
+        parts.append(f"elapsed={ms(e['elapsed_ms'])}")
     if e.get("tool"):
         parts.append(f"tool={e['tool']}")
     if e.get("error_code"):

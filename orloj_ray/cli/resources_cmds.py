@@ -11,10 +11,9 @@ import typer
 
 from orloj_ray.cli import render
 from orloj_ray.cli.common import (
-    console, echo, fail, key_values, make_client, namespace_or, note, resolve_kind,
+    KindArg, NamespaceOpt, OutputOpt, console, echo, fail, key_values, make_client, namespace_or, note, output_format,
+    print_doc, resolve_kind, waiting,
 )
-
-NamespaceOpt = Annotated[Optional[str], typer.Option("--namespace", "-n", help="Namespace.")]
 
 
 def format_manifest_error(err) -> str:
@@ -59,17 +58,27 @@ def apply(
     files: Annotated[list[Path], typer.Option("--filename", "-f",
                                               help="Manifest file or directory, or - for stdin (repeatable).")],
     run: Annotated[bool, typer.Option("--run", help="Include runnable Tasks found in directories.")] = False,
+    rerun: Annotated[bool, typer.Option(
+        "--rerun", help="Run a task that already finished again, as <name>-<unix ms>.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show create/update/no-op without changing anything.")] = False,
     namespace: NamespaceOpt = None,
     strict: StrictOpt = False,
 ) -> None:
-    """Validate every manifest locally, then create or update each object on the server."""
-    from orloj_ray.client import plan_apply, strip_server_fields
+    """Validate every manifest locally, then create or update each object on the server.
+
+    A runnable Task that already finished is left as it is (a POST would not run it again);
+    --rerun creates a new run of it. Afterwards every applied agent, system and task is
+    checked for references the server does not have (tools, model endpoint, roles, agents):
+    each is a warning on stderr naming what is missing.
+    """
+    from orloj_ray.client import plan_apply
     from orloj_ray.errors import OrlojError, Unavailable
     from orloj_ray.resources import ManifestError, ManifestErrors
 
+    paths = _with_stdin(files)
     try:
-        plan = plan_apply(_with_stdin(files), run=run, namespace=namespace_or(ctx, namespace, None), strict=strict)
+        with waiting(f"validating {', '.join(paths)}"):
+            plan = plan_apply(paths, run=run or rerun, namespace=namespace_or(ctx, namespace, None), strict=strict)
     except (ManifestErrors, ManifestError) as exc:
         _manifest_errors_exit(exc)
     for item in plan.objects:
@@ -80,25 +89,17 @@ def apply(
         note("nothing to apply")
         return
     client = make_client(ctx)
+    ns = namespace_or(ctx, namespace, None)
+    again = " ".join(["orloj apply", *(f"-f {p}" for p in paths), "--run --rerun", *([f"-n {ns}"] if ns else [])])
     counts: dict[str, int] = {}
     failed = 0
+    applied: list[dict] = []
     for item in plan.objects:
         try:
-            if dry_run:
-                live = client.request("GET", f"/v1/{client.kind(item.kind).plural}/{item.name}",
-                                      params={"namespace": item.namespace}, allow_404=True)
-                if live is None:
-                    action = "create"
-                elif strip_server_fields(live) == strip_server_fields(item.doc):
-                    action = "no-op"
-                else:
-                    action = "update"
-                echo(f"dry-run {action} {item.ref}")
-            else:
-                client.create(item.doc)
-                action = "applied"
-                suffix = f" (generated from {item.generated_from})" if item.generated_from else ""
-                echo(f"applied {item.ref}{suffix}")
+            with waiting(f"applying {item.ref} to {client.server}"):
+                action = _apply_one(client, item, dry_run, rerun, again)
+            if action == "applied":
+                applied.append(item.doc)
             counts[action] = counts.get(action, 0) + 1
         except Unavailable as exc:
             fail(exc.message)
@@ -108,12 +109,57 @@ def apply(
     if dry_run:
         echo(f"dry-run: {counts.get('create', 0)} to create, {counts.get('update', 0)} to update, "
              f"{counts.get('no-op', 0)} unchanged" + (f", {failed} failed" if failed else ""))
-    elif failed:
-        echo(f"{counts.get('applied', 0)} applied, {failed} failed")
-    elif len(plan.objects) > 1:
-        echo(f"{counts.get('applied', 0)} applied" + (f", {len(plan.skipped)} skipped" if plan.skipped else ""))
+    else:
+        finished = counts.get("finished", 0)
+        extra = "".join(f", {n} {what}" for n, what in ((len(plan.skipped), "skipped"), (finished, "finished"),
+                                                        (failed, "failed")) if n)
+        if failed or finished or len(plan.objects) > 1:
+            echo(f"{counts.get('applied', 0)} applied{extra}")
+        _warn_missing(client, applied)
     if failed:
         raise typer.Exit(1)
+
+
+def _apply_one(client, item, dry_run: bool, rerun: bool, again: str) -> str:
+    """Apply (or dry-run) one planned object; returns the action counted for the summary.
+    ``again``: the command that runs a finished task again, for the message saying it finished."""
+    from orloj_ray.client import rerun_name, strip_server_fields
+
+    runnable = item.kind == "Task" and str((item.doc.get("spec") or {}).get("mode") or "run").lower() != "template"
+    if dry_run:
+        live = client.request("GET", f"/v1/{client.kind(item.kind).plural}/{item.name}",
+                              params={"namespace": item.namespace}, allow_404=True)
+        action = ("create" if live is None else
+                  "no-op" if strip_server_fields(live) == strip_server_fields(item.doc) else "update")
+        echo(f"dry-run {action} {item.ref}")
+        return action
+    doc = item.doc
+    phase = client.finished_phase(item.name, item.namespace) if runnable else None
+    if phase and not rerun:
+        echo(f"task/{item.name} already finished ({phase}); not run again. Run it again with: {again} "
+             f"(a new task {item.name}-<unix ms>), or `orloj retry task {item.name}`")
+        return "finished"
+    if phase:
+        doc = {**doc, "metadata": {**doc["metadata"], "name": rerun_name(item.name)}}
+    stored = client.create(doc)
+    name = (stored.get("metadata") or {}).get("name") or item.name
+    suffix = f" (generated from {item.generated_from})" if item.generated_from else ""
+    rerun_note = f" (a new run of task/{item.name}, which finished {phase})" if phase else ""
+    echo(f"applied {item.kind.lower()}/{name}{suffix}{rerun_note}")
+    return "applied"
+
+
+def _warn_missing(client, applied: list[dict]) -> None:
+    """A warning on stderr for each applied object that names something the server lacks."""
+    from orloj_ray.client import References
+    from orloj_ray.errors import OrlojError
+
+    try:
+        lines = References(client).warnings(applied)
+    except OrlojError:
+        return  # advice only: a server that cannot answer leaves the apply as it was
+    for line in lines:
+        note(line)
 
 
 def validate(
@@ -158,7 +204,7 @@ def validate(
 
 def get(
     ctx: typer.Context,
-    resource: Annotated[str, typer.Argument(help="Kind or alias: tasks, agents, agent-systems, ...")],
+    resource: KindArg,
     name: Annotated[Optional[str], typer.Argument(help="One object by name.")] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="table, json or yaml.")] = "table",
     namespace: Annotated[Optional[str], typer.Option("--namespace", "-n", help="Namespace (lists: all when omitted).")] = None,
@@ -166,13 +212,16 @@ def get(
     selector: Annotated[Optional[str], typer.Option("--selector", "-l", help="Label selector k=v[,k=v].")] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Stream task changes (tasks only).")] = False,
 ) -> None:
-    """List objects of a kind, or show one."""
+    """List objects of a kind, or show one (get memory-entries MEMORY: what a Memory holds)."""
+    output = output_format(output)
+    if resource.strip().lower() in MEMORY_ENTRY_ALIASES:
+        if not name:
+            fail("usage: orloj get memory-entries MEMORY [-n ns]", 2)
+        from orloj_ray.cli.observe import memory_entries
+
+        memory_entries(ctx, name, output=output, namespace=namespace)
+        return
     info = resolve_kind(resource)
-    output = output.lower()
-    if output == "yml":
-        output = "yaml"
-    if output not in ("table", "json", "yaml"):
-        fail(f"unsupported output {output!r}: expected table, json or yaml", 2)
     client = make_client(ctx)
     if watch:
         _watch_tasks(client, info, namespace_or(ctx, namespace, None), name)
@@ -196,6 +245,9 @@ def get(
         console().print(render.table(headers, rows))
 
 
+MEMORY_ENTRY_ALIASES = ("memory-entries", "memoryentries", "memoryentry")
+
+
 def _watch_tasks(client, info, namespace, name) -> None:
     if not info.watchable:
         fail(f"--watch is supported for agents, tasks, task-schedules and task-webhooks, not {info.plural}", 2)
@@ -211,13 +263,18 @@ def _watch_tasks(client, info, namespace, name) -> None:
 
 def describe(
     ctx: typer.Context,
-    resource: Annotated[str, typer.Argument(help="Kind or alias.")],
+    resource: KindArg,
     name: Annotated[str, typer.Argument(help="Object name.")],
+    output: OutputOpt = "table",
     namespace: NamespaceOpt = None,
 ) -> None:
-    """Show one object with its status."""
+    """Show one object with its status (-o json|yaml: the object itself)."""
     info = resolve_kind(resource)
+    fmt = output_format(output)
     obj = make_client(ctx).get(info.kind, name, namespace_or(ctx, namespace))
+    if fmt != "table":
+        print_doc(obj, fmt)
+        return
     meta, status = obj.get("metadata") or {}, obj.get("status") or {}
     echo(f"Kind:       {obj.get('kind', info.kind)}")
     echo(f"Name:       {meta.get('name', name)}")
@@ -232,7 +289,7 @@ def describe(
 
 def delete(
     ctx: typer.Context,
-    resource: Annotated[str, typer.Argument(help="Kind or alias.")],
+    resource: KindArg,
     name: Annotated[str, typer.Argument(help="Object name.")],
     namespace: NamespaceOpt = None,
 ) -> None:

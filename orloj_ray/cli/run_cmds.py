@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Annotated, Optional
 
 import typer
@@ -9,11 +10,9 @@ from rich.markup import escape
 
 from orloj_ray.cli import render
 from orloj_ray.cli.common import (
-    console, echo, err_console, fail, key_values, make_client, namespace_or, note, resolve_kind,
-    seconds, split_ref,
+    NamespaceOpt, OutputOpt, console, echo, err_console, fail, key_values, make_client, namespace_or, note,
+    output_format, print_doc, resolve_kind, seconds, split_ref, waiting,
 )
-
-NamespaceOpt = Annotated[Optional[str], typer.Option("--namespace", "-n", help="Namespace.")]
 FAILED_PHASES = ("Failed", "DeadLetter", "Error")
 
 
@@ -21,7 +20,9 @@ class Progress:
     """The live line for ``run``: a rich spinner on a terminal, plain lines otherwise (stderr)."""
 
     def __init__(self, name: str, total_agents: int | None):
+        """``name``: a task name (``run``) or ``<kind>/<name>`` (``wait``)."""
         self.name, self.total = name, total_agents
+        self.label = name if "/" in name else f"task {name}"
         self.err = err_console()
         self.live = self.err.is_terminal
         self._status = None
@@ -29,7 +30,7 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.live:
-            self._status = self.err.status(f"task {escape(self.name)}: starting")
+            self._status = self.err.status(f"{escape(self.label)}: starting")
             self._status.__enter__()
         return self
 
@@ -43,14 +44,14 @@ class Progress:
         if self.live:
             total = f"/{self.total}" if self.total else ""
             agents = f" · agents done {len(done)}{total}" + (f": {', '.join(done)}" if done else "")
-            self._status.update(f"task {escape(self.name)}: [bold]{escape(phase)}[/bold]{escape(agents)}")
+            self._status.update(f"{escape(self.label)}: [bold]{escape(phase)}[/bold]{escape(agents)}")
             for agent in done[len(self._done):]:
                 self.err.print(f"  [green]✓[/green] {escape(agent)}", highlight=False)
         else:
             for agent in done[len(self._done):]:
                 note(f"  agent done: {agent}")
             if phase != self._phase:
-                note(f"task {self.name}: {phase}")
+                note(f"{self.label}: {phase}")
         self._phase, self._done = phase, done
 
 
@@ -151,8 +152,9 @@ def wait(
         return phase in phases or phase in terminal
 
     try:
-        obj = make_client(ctx).wait(info.kind, nm, namespace=namespace_or(ctx, namespace), for_phases=stop,
-                                    timeout=limit, poll_interval=every)
+        with Progress(f"{info.lower}/{nm}", None) as progress:
+            obj = make_client(ctx).wait(info.kind, nm, namespace=namespace_or(ctx, namespace), for_phases=stop,
+                                        timeout=limit, poll_interval=every, on_update=progress.update)
     except WaitTimeout as exc:
         fail(f"{exc.message} for condition {label}", 1)
     except OrlojError as exc:
@@ -167,14 +169,64 @@ def wait(
 
 def logs(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="task/<name> or an agent name.")],
+    ref: Annotated[str, typer.Argument(help="task/<name>, agent/<name>, or an agent name (also: task NAME, agent NAME).")],
+    name: Annotated[Optional[str], typer.Argument(help="The name, after task or agent.")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="An agent's turns in this task only.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="The newest N lines of an agent's turns (0: all).")] = 500,
+    output: OutputOpt = "table",
     namespace: NamespaceOpt = None,
 ) -> None:
-    """Print a task's (or agent's) log lines."""
-    kind, _, nm = ref.partition("/") if "/" in ref else ("agent", "", ref)
+    """Print a task's log lines, or an agent's: its phase and every turn it ran.
+
+    An agent's turns come from the traces of the namespace's tasks: model and tool calls,
+    denials and errors, and each turn's end (tokens, latency, elapsed since it was sent).
+    """
+    if name is not None:
+        kind, nm = ref, name
+    else:
+        kind, _, nm = ref.partition("/") if "/" in ref else ("agent", "", ref)
     info = resolve_kind(kind)
-    for line in make_client(ctx).logs(info.kind, nm, namespace_or(ctx, namespace)):
+    fmt = output_format(output)
+    ns = namespace_or(ctx, namespace)
+    client = make_client(ctx)
+    if info.kind != "Agent":
+        lines = client.logs(info.kind, nm, ns)
+        if fmt != "table":
+            print_doc({"name": nm, "logs": lines}, fmt)
+            return
+        for line in lines:
+            echo(line)
+        return
+    with waiting(f"reading agent/{nm}'s turns"):
+        header = client.logs("agent", nm, ns)
+        rows = client.agent_turns(nm, ns, task=task, limit=max(limit, 0))
+    if fmt != "table":
+        print_doc({"name": nm, "namespace": ns, "logs": header, "turns": rows}, fmt)
+        return
+    for line in header:
         echo(line)
+    for row in rows:
+        echo(turn_line(row))
+    if not rows:
+        note(f"agent/{nm} has run no turns in namespace {ns}" + (f" (task {task})" if task else "")
+             + " that a task still records")
+
+
+def turn_line(row: dict) -> str:
+    """``<time> task=<t> step=<n> <type> model=... tokens=... latency=...: <message>``."""
+    parts = [str(row.get("timestamp") or ""), f"task={row.get('task', '')}"]
+    if row.get("step") not in (None, ""):
+        parts.append(f"step={row['step']}")
+    parts.append(str(row.get("type") or ""))
+    for key in ("model", "tool", "tokens", "error_code"):
+        if row.get(key) not in (None, ""):
+            parts.append(f"{key}={row[key]}")
+    if row.get("latency_ms") not in (None, ""):
+        parts.append(f"latency={render.ms(row['latency_ms'])}")
+    if row.get("elapsed_ms") not in (None, ""):
+        parts.append(f"elapsed={render.ms(row['elapsed_ms'])}")
+    message = str(row.get("message") or "")
+    return " ".join(p for p in parts if p) + (f": {message}" if message else "")
 
 
 def trace(
@@ -182,16 +234,17 @@ def trace(
     resource: Annotated[str, typer.Argument(help="task")],
     name: Annotated[Optional[str], typer.Argument(help="Task name.")] = None,
     namespace: NamespaceOpt = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="table or json (the raw trace).")] = "table",
+    output: Annotated[str, typer.Option("--output", "-o", help="table, json or yaml (the raw trace).")] = "table",
 ) -> None:
     """Show how a task ran: summary, history, per-step trace and output."""
     kind, nm = split_ref(resource, name, "orloj trace task NAME")
     if resolve_kind(kind).kind != "Task":
         fail("trace works on tasks: orloj trace task NAME", 2)
+    fmt = output_format(output)
     task = make_client(ctx).get("task", nm, namespace_or(ctx, namespace))
     st, spec = task.get("status") or {}, task.get("spec") or {}
-    if output == "json":
-        echo(render.to_json(st.get("trace") or []))
+    if fmt != "table":
+        print_doc(st.get("trace") or [], fmt)
         return
     out = st.get("output") or {}
     header = [("Task", nm), ("System", spec.get("system")), ("Phase", st.get("phase")),
@@ -199,10 +252,11 @@ def trace(
               ("Started", st.get("startedAt")), ("Completed", st.get("completedAt")),
               ("LastError", st.get("lastError")), ("ExecutionOrder", out.get("execution_order")),
               ("TokensUsed", out.get("tokens_used_total")), ("EstimatedTokens", out.get("tokens_estimated_total"))]
+    con = console()
     for key, value in header:
         if value not in (None, ""):
-            echo(f"{key + ':':<17}{value}")
-    con = console()
+            echo(textwrap.fill(f"{key + ':':<17}{value}", max(con.width, 40), subsequent_indent=" " * 17,
+                               break_on_hyphens=False))
     history = st.get("history") or []
     if history:
         rows = [[render.cell(render._short_time(h.get("timestamp"))), render.cell(h.get("type")),

@@ -2,7 +2,10 @@
 
 The templates in ``orloj_ray/cli/blueprints/<name>/`` are the upstream example blueprints
 verbatim plus a mock ``model-endpoint.yaml``; ``examples/blueprints/`` holds identical copies
-(a test keeps them equal). Rendering swaps the upstream name prefixes for ``<project>-``.
+(a test keeps them equal). Rendering swaps the upstream name prefixes for ``<project>-`` and
+makes the project's endpoint the namespace's ``default`` one (``ENDPOINT``): the agents name it
+in ``model_ref``, and an agent that only sets ``model:`` (the launch announcement's form) is
+served by it too, where upstream's ``init`` writes ``openai-default``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,30 @@ BLUEPRINTS: dict[str, tuple[str, ...]] = {
     "swarm-loop": ("bp-swarm-loop-", "bp-swarm-"),
 }
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+UPSTREAM_ENDPOINT = "openai-default"
+ENDPOINT = "default"
+ENDPOINT_YAML = """\
+# The namespace's default model: every agent here names it (model_ref: default), and an agent
+# that sets only `model: <name>` is served by it as well.
+#
+# provider: mock runs offline: a deterministic stand-in model, no API key needed.
+# To use OpenAI instead:
+#   1. store the key:  orloj create secret openai-api-key --from-literal value=sk-...
+#   2. replace the spec below with:
+#        provider: openai
+#        base_url: https://api.openai.com/v1
+#        default_model: gpt-4o
+#        auth:
+#          secretRef: openai-api-key
+#   3. apply again:    orloj apply -f model-endpoint.yaml
+apiVersion: orloj.dev/v1
+kind: ModelEndpoint
+metadata:
+  name: default
+spec:
+  provider: mock
+  default_model: gpt-4o
+"""
 
 
 def template_files(blueprint: str) -> dict[str, str]:
@@ -48,7 +75,8 @@ def render(blueprint: str, prefix: str) -> dict[str, str]:
     for rel, text in template_files(blueprint).items():
         for old in BLUEPRINTS[blueprint]:
             text = text.replace(old, f"{prefix}-")
-        files[rel] = text
+        files[rel] = text.replace(f"model_ref: {UPSTREAM_ENDPOINT}", f"model_ref: {ENDPOINT}")
+    files["model-endpoint.yaml"] = ENDPOINT_YAML
     files["README.md"] = readme(blueprint, prefix)
     return files
 
@@ -63,7 +91,7 @@ A `{blueprint}` multi-agent system scaffolded by `orloj init`.
 | `agents/*.yaml` | the agents (prompt, model, limits) |
 | `agent-system.yaml` | `{name}-system`: which agents, and the graph between them |
 | `task.yaml` | `{name}-task`: one run of the system with an input |
-| `model-endpoint.yaml` | `openai-default`: the model, `provider: mock` (offline) |
+| `model-endpoint.yaml` | `default`: the namespace's default model, `provider: mock` (offline) |
 
 Run it:
 

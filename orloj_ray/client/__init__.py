@@ -15,7 +15,11 @@ Errors are the ``orloj_ray.errors`` tree, rebuilt from the server's JSON error b
     ├── Conflict          409
     ├── TooLarge          413
     ├── Unavailable       503, and "cannot reach orloj-ray at <url>" when the connection fails
+    ├── TaskFailed        run_task(): the task ended Failed/DeadLetter (``.task`` is it)
     └── WaitTimeout       wait()/run_task() ran out of time (also a TimeoutError)
+
+Results are the server's JSON objects, typed for checkers as ``TypedDict``s (``Resource``,
+``Task``, ``TraceRow``...: ``orloj_ray.client._types``); the package ships ``py.typed``.
 
 ``Client`` is assembled from one class per concern, each in a private module:
 ``_transport`` (``Session``: the httpx session, bearer token, error mapping, SSE),
@@ -26,6 +30,8 @@ and ``_governance`` (audit, approvals).
 
 from __future__ import annotations
 
+from typing import Any
+
 from orloj_ray.client import _backup, _governance, _tasks
 from orloj_ray.client._plan import (
     MANIFEST_SUFFIXES,
@@ -35,7 +41,9 @@ from orloj_ray.client._plan import (
     plan_apply,
     strip_server_fields,
 )
-from orloj_ray.client._tasks import TERMINAL_TASK_PHASES, WaitTimeout
+from orloj_ray.client._refs import References
+from orloj_ray.client._tasks import TERMINAL_TASK_PHASES, TaskFailed, WaitTimeout, rerun_name
+from orloj_ray.client._types import MemoryEntries, Metadata, Resource, Task, TaskStatus, TraceRow
 from orloj_ray.client._transport import (
     DEFAULT_SERVER,
     default_server,
@@ -54,9 +62,9 @@ class Client(_tasks.TaskAPI, _backup.BackupAPI, _governance.GovernanceAPI):
     ``transport``: an ``httpx`` transport, for tests.
     """
 
-    def health(self) -> dict:
+    def health(self) -> dict[str, Any]:
         return self.request("GET", "/healthz") or {}
 
-    def runtime(self) -> dict:
+    def runtime(self) -> dict[str, Any]:
         """``GET /v1/runtime``: ``{"ray": {"address", "dashboard_url", "nodes"}, "store", "log", "mode"}``."""
         return self.request("GET", "/v1/runtime") or {}

@@ -1,4 +1,4 @@
-"""Governance: the audit log of decisions and tool-approval verdicts."""
+"""Governance: the audit log of decisions, tool-approval verdicts, and the admin's key rotation."""
 
 from __future__ import annotations
 
@@ -28,3 +28,8 @@ class GovernanceAPI(Session):
         body = {k: v for k, v in (("decided_by", decided_by), ("reason", reason)) if v} or None
         return self.request("POST", f"/v1/tool-approvals/{name}/{verb}", params={"namespace": namespace},
                             json_body=body)
+
+    def rotate_secret_key(self) -> dict:
+        """``POST /v1/admin/rotate-secret-key`` (admin): re-encrypt every Secret under a new key
+        (under the first of ``ORLOJ_SECRET_KEY`` when the keys come from there)."""
+        return self.request("POST", "/v1/admin/rotate-secret-key") or {}

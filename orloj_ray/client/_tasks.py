@@ -11,11 +11,25 @@ import httpx
 
 from orloj_ray.client._docs import as_str, name_of, phase_of, resource_version
 from orloj_ray.client._transport import StreamUnsupported
+from orloj_ray.client._types import Resource, Task, TraceRow
 from orloj_ray.client._watch import WatchAPI
 from orloj_ray.errors import Conflict, InvalidResource, NotFound, OrlojError
 from orloj_ray.lifecycle import TERMINAL
 
 TERMINAL_TASK_PHASES = TERMINAL
+
+
+class TaskFailed(OrlojError):
+    """``run_task``: the task ended ``Failed`` or ``DeadLetter``; ``task`` is the finished task,
+    ``phase`` its phase, ``code`` its ``status.errorCode`` when it has one."""
+
+    code = "task_failed"
+    status = 500
+
+    def __init__(self, message: str, *, task: Task, code: str | None = None):
+        super().__init__(message, code=code)
+        self.task = task
+        self.phase = phase_of(task)
 
 
 class WaitTimeout(OrlojError, TimeoutError):
@@ -29,9 +43,21 @@ class WaitTimeout(OrlojError, TimeoutError):
         self.resource = resource
 
 
+def rerun_name(name: str) -> str:
+    """The name a finished task runs again under: ``<name>-<unix ms>``."""
+    return f"{name}-{int(time.time() * 1000)}"
+
+
 class TaskAPI(WatchAPI):
+    def finished_phase(self, name: str, namespace: str = "default") -> str | None:
+        """The phase of task ``name`` when it exists and is terminal; None when it is missing
+        or still running (a POST of the same name would not run it again)."""
+        live = self.request("GET", f"/v1/tasks/{name}", params={"namespace": namespace}, allow_404=True)
+        phase = phase_of(live)
+        return phase if live is not None and phase in TERMINAL_TASK_PHASES else None
+
     def create_task(self, system: str, input: dict | None = None, *, name: str | None = None,
-                    namespace: str = "default") -> dict:
+                    namespace: str = "default") -> Task:
         """Create a runnable Task (name ``run-<system>-<unix ms>`` unless given); returns it."""
         name = name or f"run-{system}-{int(time.time() * 1000)}"
         doc = {"apiVersion": "orloj.dev/v1", "kind": "Task",
@@ -41,19 +67,49 @@ class TaskAPI(WatchAPI):
 
     def run_task(self, system: str, input: dict | None = None, *, namespace: str = "default",
                  name: str | None = None, timeout: float = 300,
-                 on_update: Callable[[dict], None] | None = None) -> dict:
-        """Create a task and wait until it is terminal; returns the finished task (whatever its
-        phase: check ``status.phase``). Raises ``WaitTimeout`` after ``timeout`` seconds."""
+                 on_update: Callable[[Task], None] | None = None) -> Task:
+        """Create a task for ``system``, wait until it is terminal and return it Succeeded.
+
+        Raises ``NotFound`` at once when the namespace has no such AgentSystem (nothing is
+        created), ``TaskFailed`` (with ``.task``) when it ends Failed or DeadLetter, and
+        ``WaitTimeout`` after ``timeout`` seconds.
+        """
+        try:
+            self.get("agent-system", system, namespace)
+        except NotFound:
+            raise NotFound(f"agent system {system!r} not found in namespace {namespace!r}: apply it first "
+                           f"(Client.apply or orloj apply -f DIR)", field="spec.system") from None
         task = self.create_task(system, input, name=name, namespace=namespace)
         if on_update:
             on_update(task)
-        return self.wait("task", task["metadata"]["name"], namespace=namespace, timeout=timeout,
+        done = self.wait("task", task["metadata"]["name"], namespace=namespace, timeout=timeout,
                          on_update=on_update)
+        status = done.get("status") or {}
+        if status.get("phase") != "Succeeded":
+            raise TaskFailed(f"task/{done['metadata']['name']} {status.get('phase')}: "
+                             f"{status.get('lastError') or 'no error recorded'}", task=done,
+                             code=status.get("errorCode") or None)
+        return done
 
     def logs(self, kind: str, name: str, namespace: str = "default") -> list[str]:
         info = self.kind(kind)
         body = self.request("GET", f"/v1/{info.plural}/{name}/logs", params={"namespace": namespace}) or {}
         return list(body.get("logs") or [])
+
+    def agent_turns(self, agent: str, namespace: str = "default", *, task: str | None = None,
+                    limit: int = 500) -> list[TraceRow]:
+        """What ``agent`` did: the trace rows naming it in the namespace's tasks (or in ``task``),
+        oldest first, the newest ``limit`` of them; each row gains ``task``. Tasks pruned by
+        retention keep no trace, so their turns are gone."""
+        tasks = [self.get("task", task, namespace)] if task else self.list("task", namespace)
+        rows = []
+        for t in tasks:
+            name = (t.get("metadata") or {}).get("name", "")
+            for row in (t.get("status") or {}).get("trace") or []:
+                if isinstance(row, dict) and row.get("agent") == agent:
+                    rows.append({**row, "task": name})
+        rows.sort(key=lambda r: str(r.get("timestamp") or ""))
+        return rows[-limit:] if limit > 0 else rows
 
     _MESSAGE_FILTERS = frozenset({"phase", "lifecycle", "from_agent", "to_agent", "branch_id", "trace_id", "limit"})
 
@@ -87,7 +143,7 @@ class TaskAPI(WatchAPI):
         return self.request("GET", f"/v1/tasks/{name}/metrics",
                             params=self._message_params(namespace, filters)) or {}
 
-    def cancel_task(self, name: str, namespace: str = "default", reason: str | None = None) -> dict:
+    def cancel_task(self, name: str, namespace: str = "default", reason: str | None = None) -> Task:
         """Fail a non-terminal task now (as ``orlojctl cancel task``): ``POST
         /v1/tasks/<name>/cancel``; the server applies the transition on the stored task, so no
         concurrent write is lost. Returns the updated task; ``lastError`` is ``reason`` or
@@ -99,7 +155,7 @@ class TaskAPI(WatchAPI):
         return self.request("POST", f"/v1/tasks/{name}/cancel", params={"namespace": namespace},
                             json_body=body) or {}
 
-    def retry_task(self, name: str, namespace: str = "default", overrides: dict | None = None) -> dict:
+    def retry_task(self, name: str, namespace: str = "default", overrides: dict | None = None) -> Task:
         """Run a finished task again as a new Task ``<name>-retry-<unix ms>`` (as ``orlojctl retry
         task``): same spec, ``spec.input`` updated with ``overrides``. Returns the created task.
 
@@ -126,7 +182,7 @@ class TaskAPI(WatchAPI):
     def wait(self, kind: str, name: str, *, namespace: str = "default",
              for_phases: Iterable[str] | Callable[[dict], bool] = TERMINAL_TASK_PHASES,
              timeout: float = 300, on_update: Callable[[dict], None] | None = None,
-             poll_interval: float = 1.0) -> dict:
+             poll_interval: float = 1.0) -> Resource:
         """Block until the object's ``status.phase`` is one of ``for_phases`` (case-insensitive;
         or a predicate on the object) and return it.
 

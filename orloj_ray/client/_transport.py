@@ -127,11 +127,11 @@ class Session:
                            f"start it with `orloj up`")
 
     def request(self, method: str, path: str, *, params: dict | None = None, json_body: Any = None,
-                allow_404: bool = False) -> Any:
+                allow_404: bool = False, headers: dict | None = None) -> Any:
         """One call; returns the decoded JSON body (None when empty). Raises mapped errors."""
         params = {k: v for k, v in (params or {}).items() if v not in (None, "")}
         try:
-            resp = self._http.request(method, path, params=params or None, json=json_body)
+            resp = self._http.request(method, path, params=params or None, json=json_body, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise self._unreachable(exc) from exc
         except httpx.TimeoutException as exc:

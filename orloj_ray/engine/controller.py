@@ -11,17 +11,19 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from orloj_ray.store.util import list_all
 from orloj_ray.engine.claims import claim
 from orloj_ray.engine.executor import TaskExecutor
 from orloj_ray.engine.mailbox import Mailbox
 from orloj_ray.engine.mcp_sync import McpSync
+from orloj_ray.mcp import McpPolicy
 from orloj_ray.engine.owned import delete_owned
 from orloj_ray.engine.reconcile import SOURCE as RECONCILER, reconcile
 from orloj_ray.engine.shards import Shards
 from orloj_ray.engine.resolve import CONFIG_KINDS
 from orloj_ray.engine.retention import DEFAULT_TASK_RETENTION, prune_finished
 from orloj_ray.engine.runtime import AgentRuntime
-from orloj_ray.governance.workflow import approval_outcome
+from orloj_ray.engine.approvals import approval_outcome
 from orloj_ray.engine.schedules import NAME_LABEL as SCHEDULE_LABEL, SOURCE as SCHEDULER, ScheduleController
 from orloj_ray.store.cache import CachedReads
 from orloj_ray.store.util import utcnow
@@ -32,16 +34,6 @@ log = logging.getLogger("orloj_ray.controller")
 
 RECONCILED = ("Agent", "AgentSystem", "ModelEndpoint", "Tool", "Secret", "Memory", "Worker", "McpServer")
 DEPENDENTS = {"ModelEndpoint": ("Agent",), "Agent": ("AgentSystem",), "Secret": ("Agent",)}
-
-
-async def list_all(store, kind: str, namespace: str | None = None) -> list[dict]:
-    items, after = [], None
-    while True:
-        page = await store.list(kind, namespace, after=after)
-        items += page.items
-        if not page.continue_:
-            return items
-        after = page.continue_
 
 
 def _stuck(task: dict, lease_s: float) -> bool:
@@ -56,13 +48,17 @@ def _stuck(task: dict, lease_s: float) -> bool:
 
 class Controller:
     def __init__(self, store, runtime: AgentRuntime, *, worker: str, shards: Shards | None = None,
+                 mode: str = "message-driven",
                  max_concurrent_tasks: int = 256, resync_s: float = 30.0, lease_scan_s: float = 5.0,
                  lease_s: float = LEASE_S, max_parallel_turns: int | None = None, mailbox: Mailbox | None = None,
                  clock: Callable[[], datetime] = utcnow, schedule_max_sleep_s: float = 30.0,
-                 task_retention: timedelta = DEFAULT_TASK_RETENTION, retention_scan_s: float = 300.0):
+                 task_retention: timedelta = DEFAULT_TASK_RETENTION, retention_scan_s: float = 300.0,
+                 mcp_policy: McpPolicy | None = None):
         self.store = store
         self.runtime = runtime
         self.worker = worker
+        self.mode = mode
+        """``message-driven`` or ``sequential``: recorded in each task's ``output["runtime.mode"]``."""
         self.shards = shards or Shards()
         """Which tasks this supervisor claims (all, when it is the only one)."""
         self.max_concurrent = max_concurrent_tasks
@@ -74,6 +70,8 @@ class Controller:
         """The message log as every agent's mailbox (message-driven); None: turns are handed over directly."""
         self.reads = CachedReads(store, CONFIG_KINDS)
         """The configuration every task and turn reads, shared so concurrent turns share its syncs."""
+        self.retry_at: dict[tuple[str, str], datetime] = {}
+        """Pending tasks whose next attempt is scheduled (``nextAttemptAt``): the loop wakes then."""
         self.open_tasks: dict[tuple[str, str], str] = {}
         """Unfinished tasks (namespace, name) -> phase, as the event stream tells: what the lease
         scan reads, so it never lists the (many) finished tasks; each resync rebuilds it."""
@@ -81,7 +79,7 @@ class Controller:
         self._executors: dict[str, TaskExecutor] = {}
         self._stop = asyncio.Event()
         self._cursor = 0
-        self.mcp = McpSync(store)
+        self.mcp = McpSync(store, policy=mcp_policy)
         self.clock = clock
         self.schedules = ScheduleController(store, clock=clock)
         self.schedule_max_sleep_s = schedule_max_sleep_s
@@ -132,8 +130,8 @@ class Controller:
         next_retention = loop.time()
         while not self._stop.is_set():
             events = []
-            try:  # also wake for the next schedule slot
-                wait_s = max(0.0, min(1.0, next_schedule - loop.time()))
+            try:  # also wake for the next schedule slot and the next scheduled task retry
+                wait_s = max(0.0, min(1.0, next_schedule - loop.time(), self._until_retry()))
                 events = await self.store.events_after(self._cursor, timeout_s=wait_s)
             except Exception:
                 log.exception("reading store events failed")
@@ -142,6 +140,7 @@ class Controller:
                 self._cursor = events[-1].id
                 self._track(events)
             await self._safely(self.claim_due, events)
+            await self._safely(self.claim_retries)
             await self._safely(self.resume_approvals, events)
             leader = self.shards.leader  # the cluster-wide loops run on one supervisor only
             if leader:
@@ -199,11 +198,31 @@ class Controller:
             if e.kind != "Task" or not e.type.startswith("resource."):
                 continue
             key = (e.namespace or "default", e.name)
-            phase = phase_of(e.data or {})
+            data = e.data or {}
+            phase = phase_of(data)
             if e.type == "resource.deleted" or phase in TERMINAL:
                 self.open_tasks.pop(key, None)
             else:
                 self.open_tasks[key] = phase
+            due = parse_time(((data.get("status") or {}) if "metadata" in data else data).get("nextAttemptAt") or "")
+            if phase == "Pending" and due is not None and self.shards.owns(*key):
+                self.retry_at[key] = due
+            else:
+                self.retry_at.pop(key, None)
+
+    def _until_retry(self) -> float:
+        """Seconds until the next scheduled task retry is due (1 when none is)."""
+        if not self.retry_at:
+            return 1.0
+        return (min(self.retry_at.values()) - self.clock()).total_seconds()
+
+    async def claim_retries(self) -> int:
+        """Claim the tasks whose scheduled retry (``nextAttemptAt``) has come."""
+        now = self.clock()
+        due = [k for k, at in self.retry_at.items() if at <= now]
+        for key in due:
+            del self.retry_at[key]
+        return await self._claim_all(await self._get_tasks(due)) if due else 0
 
     async def _get_tasks(self, keys) -> list[dict]:
         """The tasks named by (namespace, name) ``keys`` that still exist."""
@@ -299,7 +318,8 @@ class Controller:
         meta = task["metadata"]
         executor = TaskExecutor(self.store, self.runtime, task, worker=self.worker, lease_s=self.lease_s,
                                 max_parallel_turns=self.max_parallel_turns, mailbox=self.mailbox, reads=self.reads,
-                                synced=synced, shard=self.shards.shard_of(meta["namespace"], meta["name"]))
+                                synced=synced, shard=self.shards.shard_of(meta["namespace"], meta["name"]),
+                                mode=self.mode)
         key = f'{meta["namespace"]}/{meta["name"]}'
         self._executors[key] = executor
         try:

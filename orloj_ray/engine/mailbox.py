@@ -23,6 +23,7 @@ from typing import Literal
 from orloj_ray.errors import NotFound
 from orloj_ray.lifecycle import is_terminal
 from orloj_ray.messaging import Delivery, DurableLog, Envelope, shard_filter
+from orloj_ray.retry import Backoff
 
 log = logging.getLogger("orloj_ray.mailbox")
 
@@ -114,19 +115,19 @@ class Mailbox:
     async def _fetch_loop(self, done: asyncio.Event, stop: asyncio.Event, shard: int) -> None:
         """Fetch one shard's deliveries and route them; an unreachable log is retried with backoff."""
         consumer, subject_filter = f"{self.consumer}-s{shard}", shard_filter(shard, self.log.prefix)
-        backoff = 0.5
+        backoff = Backoff(0.5, 10.0)
         while not (stop.is_set() or done.is_set()):
             try:
                 deliveries = await self.log.fetch(consumer, subject_filter, self.batch, timeout_s=1.0)
-                backoff = 0.5
+                backoff.reset()
             except Exception as exc:
-                log.warning("fetching from the message log failed (retrying in %.1fs): %s", backoff, exc)
+                wait = backoff.next()
+                log.warning("fetching from the message log failed (retrying in %.1fs): %s", wait, exc)
                 try:
-                    async with asyncio.timeout(backoff):
+                    async with asyncio.timeout(wait):
                         await stop.wait()
                 except TimeoutError:
                     pass
-                backoff = min(backoff * 2, 10.0)
                 continue
             for delivery in deliveries:
                 await self._route(delivery)

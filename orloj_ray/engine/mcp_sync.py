@@ -20,7 +20,8 @@ from datetime import datetime, timezone
 from orloj_ray.engine.owned import upsert_generated
 from orloj_ray.secrets import resolve_secret
 from orloj_ray.errors import Conflict, NotFound, OrlojError
-from orloj_ray.mcp import McpCallError, McpConfigError, McpConnection, McpToolInfo, connection_from_server, open_session
+from orloj_ray.mcp import (McpCallError, McpConfigError, McpConnection, McpPolicy, McpToolInfo, connection_from_server,
+                           open_session)
 from orloj_ray.resources import API_VERSION, normalize
 from orloj_ray.store.base import LabelSelector
 
@@ -113,15 +114,17 @@ async def _write_status(store, server: dict, changes: dict, drop: tuple[str, ...
         return None  # changed or deleted meanwhile: its own event brings us back
 
 
-async def sync_server(store, server: dict, *, timeout_s: float = SYNC_TIMEOUT_S) -> dict | None:
-    """Sync one McpServer now; returns its stored object after the final status write."""
+async def sync_server(store, server: dict, *, timeout_s: float = SYNC_TIMEOUT_S,
+                      policy: McpPolicy | None = None) -> dict | None:
+    """Sync one McpServer now; returns its stored object after the final status write.
+    ``policy``: what the operator lets McpServers start and reach (None: the strict default)."""
     generation = server["metadata"].get("generation", 1)
     server = await _write_status(store, server, {"phase": "Connecting"}, drop=("lastError",))
     if server is None:
         return None
     try:
         conn = await server_connection(store, server)
-        session = await open_session(conn)
+        session = await open_session(conn, policy)
         try:
             listed = await session.list_tools(timeout_s)
         finally:
@@ -151,9 +154,10 @@ async def _error(store, server: dict, message: str, generation: int) -> dict | N
 class McpSync:
     """Runs syncs in the background, at most one per server at a time."""
 
-    def __init__(self, store, *, timeout_s: float = SYNC_TIMEOUT_S):
+    def __init__(self, store, *, timeout_s: float = SYNC_TIMEOUT_S, policy: McpPolicy | None = None):
         self.store = store
         self.timeout_s = timeout_s
+        self.policy = policy
         self.running: dict[str, asyncio.Task] = {}
 
     def kick(self, server: dict) -> bool:
@@ -169,7 +173,8 @@ class McpSync:
     async def _run(self, server: dict) -> None:
         meta = server["metadata"]
         try:
-            await asyncio.wait_for(sync_server(self.store, server, timeout_s=self.timeout_s), self.timeout_s + 5)
+            await asyncio.wait_for(sync_server(self.store, server, timeout_s=self.timeout_s, policy=self.policy),
+                                   self.timeout_s + 5)
         except asyncio.TimeoutError:
             try:
                 current = await self.store.get("McpServer", meta.get("namespace") or "default", meta["name"])

@@ -16,7 +16,8 @@ from orloj_ray.memory import MemoryBackendError, MemoryRef, memory_ref, memory_t
 from orloj_ray.resources import agent_tool_names
 from orloj_ray.secrets import resolve_secret
 from orloj_ray.store import Store
-from orloj_ray.tools import ToolError, resolve_auth, with_auth
+from orloj_ray.tenancy import not_shared, shared_with
+from orloj_ray.tools import ToolError, auth_of, resolve_auth, with_auth
 
 DEFAULT_ENDPOINT_LABEL = "orloj.dev/default-model-endpoint"
 
@@ -43,6 +44,25 @@ class ResolvedTask:
     """Per agent name."""
     tools: dict[str, list[dict]] = field(default_factory=dict)
     """Per agent name: the Tool resources it may call."""
+    secret_values: set[str] = field(default_factory=set, repr=False)
+    """Every secret value resolved for the task (model keys, tool auth, MCP env and headers,
+    memory passwords): the task recorder masks them in everything the task records."""
+
+
+class _Secrets:
+    """Resolves secret references for one task and remembers every value it hands out."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.values: set[str] = set()
+
+    def lookup(self, namespace: str):
+        async def resolve(ref: str) -> str:
+            value = await resolve_secret(self.store, namespace, ref)
+            self.values.add(value)
+            return value
+
+        return resolve
 
 
 def _split_ref(ref: str, namespace: str) -> tuple[str, str]:
@@ -72,7 +92,7 @@ async def default_endpoint(store: Store, namespace: str) -> dict | None:
     return None
 
 
-async def resolve_endpoint(store: Store, namespace: str, agent: dict) -> Endpoint:
+async def resolve_endpoint(store: Store, namespace: str, agent: dict, secrets: _Secrets | None = None) -> Endpoint:
     spec = agent.get("spec") or {}
     name = agent["metadata"]["name"]
     model_override = (spec.get("model") or "").strip()
@@ -81,6 +101,8 @@ async def resolve_endpoint(store: Store, namespace: str, agent: dict) -> Endpoin
         resource = await _get(store, "ModelEndpoint", ns, ref)
         if resource is None:
             raise LookupError(f'agent "{name}" model resolution failed: model endpoint "{ref}" not found')
+        if not shared_with(resource, namespace):
+            raise LookupError(f'agent "{name}": {not_shared("model endpoint", resource, namespace)}')
     elif model_override:
         resource = await default_endpoint(store, namespace)
         if resource is None:
@@ -101,7 +123,7 @@ async def resolve_endpoint(store: Store, namespace: str, agent: dict) -> Endpoin
     secret_ref = (espec.get("auth") or {}).get("secretRef") or ""
     if secret_ref:
         try:
-            api_key = await resolve_secret(store, resource["metadata"]["namespace"], secret_ref)
+            api_key = await (secrets or _Secrets(store)).lookup(resource["metadata"]["namespace"])(secret_ref)
         except LookupError as exc:
             if provider not in KEYLESS_PROVIDERS:
                 raise LookupError(f'agent "{name}" model endpoint "{resource["metadata"]["name"]}": {exc}') from None
@@ -120,7 +142,7 @@ async def resolve_endpoint(store: Store, namespace: str, agent: dict) -> Endpoin
     )
 
 
-async def _with_mcp_connection(store: Store, tool: dict) -> dict:
+async def _with_mcp_connection(store: Store, tool: dict, secrets: _Secrets | None = None) -> dict:
     """An ``mcp`` tool plus its server's connection under ``MCP_CONNECTION_KEY`` (never stored);
     a missing server is reported by the call, as upstream."""
     spec = tool.get("spec") or {}
@@ -129,19 +151,20 @@ async def _with_mcp_connection(store: Store, tool: dict) -> dict:
     if server is None:
         return tool
     try:
-        conn = await connection_from_server(server, lambda ref: resolve_secret(store, ns, ref))
+        conn = await connection_from_server(server, (secrets or _Secrets(store)).lookup(ns))
     except McpConfigError as exc:
         conn = ToolError(str(exc), code="secret_resolution_failed")
     return {**tool, MCP_CONNECTION_KEY: conn}
 
 
-async def resolve_memory(store: Store, memory: dict) -> MemoryRef:
+async def resolve_memory(store: Store, memory: dict, secrets: _Secrets | None = None) -> MemoryRef:
     """A Memory with its password secret and embedding ModelEndpoint resolved."""
     ns = memory["metadata"]["namespace"]
     holder = {"metadata": {"name": f'memory {memory["metadata"]["name"]}'}}
+    secrets = secrets or _Secrets(store)
     return await memory_ref(
-        memory, lambda ref: resolve_secret(store, ns, ref),
-        lambda ref: resolve_endpoint(store, ns, {**holder, "spec": {"model_ref": ref}}))
+        memory, secrets.lookup(ns),
+        lambda ref: resolve_endpoint(store, ns, {**holder, "spec": {"model_ref": ref}}, secrets))
 
 
 async def resolve_task(store: Store, task: dict) -> ResolvedTask:
@@ -160,6 +183,7 @@ async def resolve_task(store: Store, task: dict) -> ResolvedTask:
     except GraphError as exc:
         raise TaskInvalid([f'agentsystem "{system_name}": {exc}']) from None
     resolved = ResolvedTask(system=system, graph=graph)
+    secrets = _Secrets(store)
     for name in graph.agents:
         agent = await _get(store, "Agent", namespace, name)
         if agent is None:
@@ -173,27 +197,32 @@ async def resolve_task(store: Store, task: dict) -> ResolvedTask:
             if tool is None:
                 problems.append(f'agent "{name}" references missing tool "{tool_name}"')
             else:  # tool auth secrets are resolved now, kept beside the resource, never stored
-                tools.append(with_auth(tool, await resolve_auth(
-                    tool, lambda ref, ns=tool["metadata"]["namespace"]: resolve_secret(store, ns, ref))))
-        resolved.tools[name] = [await _with_mcp_connection(store, t) for t in tools]
+                tools.append(with_auth(tool, await resolve_auth(tool, secrets.lookup(tool["metadata"]["namespace"]))))
+        resolved.tools[name] = [await _with_mcp_connection(store, t, secrets) for t in tools]
         for role in aspec.get("roles") or []:
             ns, role_name = _split_ref(role, namespace)
-            if await _get(store, "AgentRole", ns, role_name) is None:
+            found = await _get(store, "AgentRole", ns, role_name)
+            if found is None:
                 problems.append(f'agent "{name}" references missing role "{role}"')
+            elif not shared_with(found, namespace):
+                problems.append(f'agent "{name}": {not_shared("role", found, namespace)}')
         memory_ref = (aspec.get("memory") or {}).get("ref")
         memory = await _get(store, "Memory", namespace, memory_ref) if memory_ref else None
         if memory_ref and memory is None:
             problems.append(f'agent "{name}" references missing memory "{memory_ref}"')
         elif memory is not None:  # the built-in memory.* tools, bound to this Memory's backend
             try:
-                ref = await resolve_memory(store, memory)
+                ref = await resolve_memory(store, memory, secrets)
                 resolved.tools[name] += memory_tools(ref, (aspec.get("memory") or {}).get("allow"))
             except (LookupError, MemoryBackendError) as exc:
                 problems.append(f'agent "{name}" memory "{memory_ref}": {exc}')
         try:
-            resolved.endpoints[name] = await resolve_endpoint(store, namespace, agent)
+            resolved.endpoints[name] = await resolve_endpoint(store, namespace, agent, secrets)
         except LookupError as exc:
             problems.append(str(exc))
     if problems:
         raise TaskInvalid(problems)
+    resolved.secret_values = secrets.values | {e.api_key for e in resolved.endpoints.values() if e.api_key}
+    for tools in resolved.tools.values():  # the basic-auth password alone, too
+        resolved.secret_values.update(v for t in tools if (auth := auth_of(t)) for v in auth.secret_values())
     return resolved

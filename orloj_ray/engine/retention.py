@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 from orloj_ray.lifecycle import TERMINAL
 from orloj_ray.errors import Conflict, NotFound
-from orloj_ray.store.util import mutate_status
+from orloj_ray.store.util import list_all, mutate_status
 
 log = logging.getLogger("orloj_ray.retention")
 
@@ -82,13 +82,7 @@ async def prune_finished(store, now: datetime, retention: timedelta, *, limit: i
     meanwhile (retried, deleted) is re-checked inside the write and skipped when no longer due."""
     if retention <= timedelta(0):
         return 0
-    tasks, after = [], None
-    while True:
-        page = await store.list("Task", None, after=after)
-        tasks += page.items
-        if not page.continue_:
-            break
-        after = page.continue_
+    tasks = await list_all(store, "Task")
     done = 0
     for namespace, name in select_for_pruning(tasks, now, retention, limit):
         written = []

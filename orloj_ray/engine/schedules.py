@@ -39,7 +39,8 @@ from orloj_ray import lifecycle
 from orloj_ray.errors import Conflict, InvalidResource, NotFound
 from orloj_ray.resources import normalize
 from orloj_ray.store.base import Event, LabelSelector
-from orloj_ray.store.util import clone, rfc3339nano, utcnow
+from orloj_ray.store.util import clone, list_all, rfc3339nano, utcnow
+from orloj_ray.tenancy import not_shared, shared_with
 
 log = logging.getLogger("orloj_ray.schedules")
 
@@ -257,6 +258,8 @@ class ScheduleController:
             template = await self.store.get("Task", tns, tname)
         except NotFound:
             raise ValueError(f'task template "{ref}" not found') from None
+        if not shared_with(template, ns):
+            raise ValueError(not_shared("task template", template, ns))
         if str((template.get("spec") or {}).get("mode") or "").strip().lower() != "template":
             raise ValueError(f'task template "{ref}" must set spec.mode=template')
         labels = dict(template["metadata"].get("labels") or {})
@@ -346,14 +349,7 @@ class ScheduleController:
         return await self._list("Task", selector)
 
     async def _list(self, kind: str, selector: LabelSelector | None = None) -> list[dict]:
-        items, after = [], None
-        for _ in range(10_000):  # pages of 1000; bounded
-            page = await self.store.list(kind, None, selector=selector, after=after)
-            items += page.items
-            if not page.continue_:
-                break
-            after = page.continue_
-        return items
+        return await list_all(self.store, kind, None, selector)
 
     async def _event(self, schedule: dict, status: dict, type_: str, message: str, data: dict) -> None:
         meta = schedule["metadata"]

@@ -81,6 +81,8 @@ class TurnResult:
     approval: dict | None = None
     """With ``error_code == "approval_pending"``: the call that waits (tool, digest, policy_version,
     rule, reason, operation_class, input preview, step)."""
+    estimated_tokens: int = 0
+    """Upstream's estimate of the turn's size: 1 + len(prompt)/4 + 120 per step + 40 per tool call."""
 
     @property
     def tokens(self) -> int:
@@ -145,6 +147,7 @@ async def run_turn(req: TurnRequest, gateway: ModelGateway, tools: ToolRunner,
     finally:
         result.audit = governor.audit
     result.duration_ms = int((time.monotonic() - started) * 1000)
+    result.estimated_tokens = 1 + len(spec.get("prompt") or "") // 4 + 120 * result.steps + 40 * result.tool_calls
     return result
 
 

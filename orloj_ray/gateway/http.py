@@ -54,6 +54,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from orloj_ray.retry import Backoff
 from orloj_ray.gateway.base import Endpoint, ModelError, TokenSink
 from orloj_ray.redact import redact
 from orloj_ray.resources import parse_duration
@@ -96,7 +97,7 @@ class HttpSettings:
 
     def backoff(self, retry: int, unit: float) -> float:
         """Delay before retry number ``retry`` (1-based): equal jitter over the capped exponential."""
-        capped = min(self.backoff_s * 2 ** min(retry - 1, 16), self.max_backoff_s)
+        capped = Backoff(self.backoff_s, self.max_backoff_s, retry - 1).next()
         return capped / 2 + capped / 2 * unit
 
 
@@ -455,7 +456,7 @@ async def refuse_metadata_hosts(endpoint: Endpoint, url: str) -> None:
     import socket
     from urllib.parse import urlsplit
 
-    from orloj_ray.tools.egress import METADATA
+    from orloj_ray.addresses import METADATA
 
     host = urlsplit(url).hostname or ""
     try:

@@ -4,7 +4,8 @@ A record says when, where (namespace, task, agent, attempt, message, step), abou
 or a model), what was decided (``requested``, ``allowed``, ``denied``, ``approval_requested``,
 ``approved``, ``approval_denied``, ``expired``, ``executed``, ``rate_limited``), by which rule,
 with which stable code, and why. Texts pass through the redactor and never carry arguments or
-outputs, so no secret reaches the trail.
+outputs, so no secret reaches the trail. Writing records is the engine's
+(``orloj_ray.engine.approvals.persist_audit``).
 
 Denials, approvals and rate limits are always recorded; the routine ``requested``, ``allowed``
 and ``executed`` records are kept when a matched AgentPolicy has ``audit_log: true``
@@ -13,13 +14,9 @@ and ``executed`` records are kept when a matched AgentPolicy has ``audit_log: tr
 
 from __future__ import annotations
 
-import logging
-
 from orloj_ray.redact import Redactor
-from orloj_ray.store.base import Event
 from orloj_ray.store.util import now_rfc3339_nano
 
-log = logging.getLogger("orloj_ray.audit")
 SOURCE = "governance"
 FIELDS = ("timestamp", "namespace", "task", "agent", "attempt", "message_id", "step", "subject_kind", "subject",
           "decision", "code", "rule", "reason", "decided_by", "wait_ms")
@@ -33,19 +30,3 @@ def audit_record(decision: str, *, namespace: str, task: str = "", agent: str = 
               "reason": _REDACT.text(str(reason))[:1000]}
     record.update({k: v for k, v in extra.items() if k in FIELDS and v not in (None, "")})
     return record
-
-
-async def persist(store, records: list[dict]) -> None:
-    """Append ``records`` to the Store's audit trail and publish each on the event stream
-    (``audit.<decision>``). Failures are logged, never raised: the decision was already made."""
-    for record in records:
-        try:
-            stored = await store.append_audit(record)
-            await store.publish(Event(
-                id=0, timestamp="", source=SOURCE, type=f"audit.{stored['decision']}", kind="AuditRecord",
-                name=stored.get("task", ""), namespace=stored.get("namespace", ""), action=stored["decision"],
-                data=stored,
-            ))
-        except Exception:
-            log.exception("could not record audit decision %s for %s/%s", record.get("decision"),
-                          record.get("namespace"), record.get("task"))

@@ -1,9 +1,10 @@
 """AgentPolicy: which policies apply to a turn, and what they say about models, tools and tokens.
 
-Matching follows upstream's ``policyAppliesTo`` (governance.md section 2) with two choices of
+Matching follows upstream's ``policyAppliesTo`` (governance.md section 2) with three choices of
 ours: a scoped policy governs only its own namespace (upstream matches target names across
-namespaces), and the ``target_agents`` extension (written by the announcement dialect) matches
-the agent. ``apply_mode: global`` applies in every namespace, as upstream.
+namespaces), the ``target_agents`` extension (written by the announcement dialect) matches
+the agent, and ``apply_mode: global`` applies in every namespace only when an admin wrote it;
+written by another token it is ``confined`` to its own (``orloj_ray.tenancy``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def applies(policy: dict, gov: TurnGovernance, agent: str) -> bool:
     spec = policy.get("spec") or {}
     mode = str(spec.get("apply_mode") or "scoped").strip().lower()
     if mode == "global":
-        return True
+        return not policy.get("confined") or (policy.get("namespace") or "default") == gov.namespace
     if mode != "scoped" or (policy.get("namespace") or "default") != gov.namespace:
         return False
     return (gov.task.lower() in _names(spec.get("target_tasks"))

@@ -13,12 +13,17 @@ task ended Failed/DeadLetter, or the wait timed out; 2 bad arguments or invalid 
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a Ray job's `python` may not be the one orloj-ray is installed in: say so first
+    from orloj_ray.jobs.interpreter import require_orloj_python
+
+    require_orloj_python("orloj_ray.jobs.apply")
+
 import argparse
 import sys
 import time
 from collections.abc import Callable
 
-from orloj_ray.client import TERMINAL_TASK_PHASES, Client, PlannedObject, WaitTimeout, plan_apply
+from orloj_ray.client import Client, PlannedObject, References, WaitTimeout, plan_apply, rerun_name
 from orloj_ray.errors import OrlojError, Unavailable
 
 Print = Callable[[str], None]
@@ -63,26 +68,17 @@ def wait_for_server(client: Client, timeout: float, out: Print) -> None:
             time.sleep(min(1.0, max(deadline - time.monotonic(), 0.05)))
 
 
-def _rerun_name(client: Client, item: PlannedObject) -> str | None:
-    """A fresh name when a task of this name already finished (so a resubmitted job runs again)."""
-    live = client.request("GET", f"/v1/tasks/{item.name}", params={"namespace": item.namespace}, allow_404=True)
-    phase = str(((live or {}).get("status") or {}).get("phase") or "")
-    if live is not None and phase in TERMINAL_TASK_PHASES:
-        return f"{item.name}-{int(time.time() * 1000)}"
-    return None
-
-
 def apply_plan(client: Client, objects: list[PlannedObject], out: Print) -> tuple[list[tuple[str, str]], int]:
-    """POST every object in order; returns (tasks created as (namespace, name), refused count)."""
+    """POST every object in order, then warn of what they name that the server lacks; returns
+    (tasks created as (namespace, name), refused count)."""
     tasks: list[tuple[str, str]] = []
+    applied: list[dict] = []
     refused = 0
     for item in objects:
         doc = item.doc
         is_run = item.kind == "Task" and str((doc.get("spec") or {}).get("mode") or "run").lower() != "template"
-        if is_run:
-            fresh = _rerun_name(client, item)
-            if fresh:
-                doc = {**doc, "metadata": {**doc["metadata"], "name": fresh}}
+        if is_run and client.finished_phase(item.name, item.namespace):
+            doc = {**doc, "metadata": {**doc["metadata"], "name": rerun_name(item.name)}}
         try:
             stored = client.create(doc)
         except Unavailable:
@@ -94,8 +90,11 @@ def apply_plan(client: Client, objects: list[PlannedObject], out: Print) -> tupl
         name = stored["metadata"]["name"]
         suffix = f" (generated from {item.generated_from})" if item.generated_from else ""
         out(f"applied {item.kind.lower()}/{name}{suffix}")
+        applied.append(doc)
         if is_run:
             tasks.append((stored["metadata"].get("namespace") or "default", name))
+    for line in References(client).warnings(applied):
+        out(line)
     return tasks, refused
 
 
@@ -115,8 +114,9 @@ class _Progress:
             self.out(f"task/{self.name}: {phase}")
         ends = [r for r in status.get("trace") or [] if r.get("type") == "agent_end"]
         for row in ends[self.steps:]:
+            elapsed = f", {row['elapsed_ms']} ms since it was sent" if row.get("elapsed_ms") is not None else ""
             self.out(f"task/{self.name}: agent {row.get('agent', '?')} done "
-                     f"({row.get('tokens', 0)} tokens, {row.get('latency_ms', 0)} ms)")
+                     f"({row.get('tokens', 0)} tokens, turn {row.get('latency_ms', 0)} ms{elapsed})")
         self.steps = max(self.steps, len(ends))
 
 

@@ -5,6 +5,7 @@ The controller side (listing a server's tools into Tool resources) is
 """
 
 from orloj_ray.mcp.connection import McpConfigError, McpConnection, connection_from_server
+from orloj_ray.mcp.policy import McpPolicy, McpRefused
 from orloj_ray.mcp.runner import MCP_CONNECTION_KEY, McpToolRunner, arguments_of, result_text
 from orloj_ray.mcp.session import McpCallError, McpSession, McpSessionPool, McpToolInfo, open_session
 
@@ -17,7 +18,8 @@ def register_mcp(dispatcher, runner: McpToolRunner | None = None) -> McpToolRunn
 
 
 __all__ = [
-    "MCP_CONNECTION_KEY", "McpCallError", "McpConfigError", "McpConnection", "McpSession", "McpSessionPool",
+    "MCP_CONNECTION_KEY", "McpCallError", "McpConfigError", "McpConnection", "McpPolicy", "McpRefused", "McpSession",
+    "McpSessionPool",
     "McpToolInfo", "McpToolRunner", "arguments_of", "connection_from_server", "open_session", "register_mcp",
     "result_text",
 ]

@@ -14,7 +14,8 @@ import json
 
 from mcp import types
 
-from orloj_ray.mcp.connection import McpConnection
+from orloj_ray.mcp.connection import McpConfigError, McpConnection
+from orloj_ray.mcp.policy import McpPolicy
 from orloj_ray.mcp.session import McpCallError, McpSessionPool
 from orloj_ray.tools import ToolCallContext, ToolError
 
@@ -60,9 +61,11 @@ def result_text(result: types.CallToolResult) -> str:
 
 
 class McpToolRunner:
-    """Calls MCP tools on their servers, one reused session per server per event loop."""
+    """Calls MCP tools on their servers, one reused session per server per event loop, as the
+    operator's ``policy`` allows (None: the strict default)."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: McpPolicy | None = None) -> None:
+        self.policy = policy
         self._pools: dict[int, McpSessionPool] = {}
 
     def _pool(self) -> McpSessionPool:
@@ -71,7 +74,7 @@ class McpToolRunner:
         if pool is None:
             # sessions of a finished loop cannot be reused (their streams belong to it)
             self._pools = {k: v for k, v in self._pools.items() if k == id(loop)}
-            pool = self._pools[id(loop)] = McpSessionPool()
+            pool = self._pools[id(loop)] = McpSessionPool(self.policy)
         return pool
 
     async def call(self, tool: dict, tool_input: str, ctx: ToolCallContext) -> str:
@@ -94,6 +97,8 @@ class McpToolRunner:
         except McpCallError as exc:
             raise ToolError(f'tool "{name}": {exc.message}', code="timeout" if exc.timeout else "execution_failed",
                             retryable=True) from None
+        except McpConfigError as exc:  # the policy refused the server: nothing was started
+            raise ToolError(f'tool "{name}": {exc}', code=getattr(exc, "code", "runtime_policy_invalid")) from None
         text = result_text(result)
         if result.isError:
             raise ToolError(f'tool "{name}" returned an MCP error: {text or "no content"}', retryable=True)

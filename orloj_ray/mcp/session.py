@@ -6,24 +6,29 @@ task, so each ``McpSession`` owns a background task that opens the transport and
 task of the same event loop go through the session's request streams.
 
 Errors (``McpCallError``) say whether the connection itself failed (``connection_lost``: the
-pool reconnects and tries once more) or the server answered with an error.
+pool reconnects and tries once more) or the server answered with an error. What a session may
+start or reach is the operator's ``McpPolicy`` (``McpRefused`` before anything is started).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import AsyncExitStack
+import os
+import shutil
+import tempfile
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import anyio
-from mcp import ClientSession, McpError, StdioServerParameters, types
+from mcp import ClientSession, McpError, types
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamablehttp_client
 
 from orloj_ray.mcp.connection import McpConnection
+from orloj_ray.mcp.policy import McpPolicy, pinned_client_factory
 
 log = logging.getLogger("orloj_ray.mcp")
 
@@ -58,8 +63,10 @@ def _describe(exc: BaseException) -> str:
 class McpSession:
     """One initialized MCP session; ``start`` connects, ``close`` tears the transport down."""
 
-    def __init__(self, conn: McpConnection):
+    def __init__(self, conn: McpConnection, policy: McpPolicy | None = None):
         self.conn = conn
+        self.policy = policy or McpPolicy()
+        self._target = None
         self.session: ClientSession | None = None
         self.error: BaseException | None = None
         self._ready = asyncio.Event()
@@ -71,6 +78,11 @@ class McpSession:
         return self.session is not None and self._task is not None and not self._task.done()
 
     async def start(self) -> "McpSession":
+        """Connect; ``McpRefused`` (nothing started) when the policy does not allow the server."""
+        if self.conn.transport == "stdio":
+            self.policy.program(self.conn)
+        else:
+            self._target = await self.policy.http_target(self.conn)
         self._task = asyncio.create_task(self._run(), name=f"mcp:{self.conn.key}")
         try:
             await asyncio.wait_for(self._ready.wait(), self.conn.connect_timeout_s)
@@ -88,7 +100,8 @@ class McpSession:
     async def _run(self) -> None:
         try:
             async with AsyncExitStack() as stack:
-                read, write = await stack.enter_async_context(self._transport())
+                workdir = stack.enter_context(_private_dir()) if self.conn.transport == "stdio" else ""
+                read, write = await stack.enter_async_context(self._transport(workdir))
                 session = await stack.enter_async_context(ClientSession(read, write))
                 await session.initialize()
                 self.session = session
@@ -103,12 +116,10 @@ class McpSession:
         finally:
             self._ready.set()
 
-    def _transport(self):
-        c = self.conn
-        if c.transport == "stdio":
-            params = StdioServerParameters(command=c.command, args=list(c.args), env=dict(c.env) or None)
-            return stdio_client(params)
-        return _http_streams(c)
+    def _transport(self, workdir: str):
+        if self.conn.transport == "stdio":
+            return stdio_client(self.policy.stdio_parameters(self.conn, workdir))
+        return _http_streams(self.conn, self._target)
 
     async def close(self) -> None:
         self._closing.set()
@@ -165,13 +176,26 @@ class McpSession:
                                connection_lost=True) from None
 
 
-def _http_streams(c: McpConnection):
-    """The streamable-HTTP transport yields a third item (a session-id getter) we do not need."""
+@contextmanager
+def _private_dir():
+    """A 0700 directory for a stdio server (its cwd, HOME and TMPDIR), removed when it stops."""
+    path = tempfile.mkdtemp(prefix="orloj-mcp-")
+    os.chmod(path, 0o700)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _http_streams(c: McpConnection, target):
+    """The streamable-HTTP transport, connected to the address the egress guard checked; it
+    yields a third item (a session-id getter) we do not need."""
 
     class _Streams:
         async def __aenter__(self):
             self._cm = streamablehttp_client(c.endpoint, headers=dict(c.headers) or None,
-                                             timeout=c.connect_timeout_s)
+                                             timeout=c.connect_timeout_s,
+                                             httpx_client_factory=pinned_client_factory(target))
             read, write, _session_id = await self._cm.__aenter__()
             return read, write
 
@@ -181,9 +205,10 @@ def _http_streams(c: McpConnection):
     return _Streams()
 
 
-async def open_session(conn: McpConnection) -> McpSession:
-    """A fresh, initialized session; the caller closes it."""
-    return await McpSession(conn).start()
+async def open_session(conn: McpConnection, policy: McpPolicy | None = None) -> McpSession:
+    """A fresh, initialized session; the caller closes it. ``policy`` None: the strict default
+    (no stdio program, no private network)."""
+    return await McpSession(conn, policy).start()
 
 
 class McpSessionPool:
@@ -192,7 +217,8 @@ class McpSessionPool:
     Belongs to one event loop (the SDK's streams do); a process keeps one pool per loop.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, policy: McpPolicy | None = None) -> None:
+        self.policy = policy
         self._sessions: dict[str, McpSession] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -206,7 +232,7 @@ class McpSessionPool:
             stale = [k for k in self._sessions if k.split("#", 1)[0] == conn.key]
             for k in stale:  # an older fingerprint or a dead session of the same server
                 await self._sessions.pop(k).close()
-            self._sessions[key] = await open_session(conn)
+            self._sessions[key] = await open_session(conn, self.policy)
             return self._sessions[key]
 
     async def discard(self, session: McpSession) -> None:

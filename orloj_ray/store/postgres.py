@@ -36,6 +36,7 @@ from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from orloj_ray.retry import Backoff
 from orloj_ray.config import mask_url
 from orloj_ray.errors import Conflict, InvalidResource, NotFound, Unavailable
 from orloj_ray.store.base import Event, LabelSelector, ListPage
@@ -459,7 +460,7 @@ class PostgresStore:
 
     async def _listen(self) -> None:
         """LISTEN on a dedicated connection for the life of the store, reconnecting with backoff."""
-        backoff = 0.1
+        backoff = Backoff(0.1, 5.0)
         while not self._closing:
             try:
                 conn = await psycopg.AsyncConnection.connect(
@@ -470,7 +471,7 @@ class PostgresStore:
                     self._seen_id = max(self._seen_id, await self._read_last_id(conn))
                     self._listening.set()
                     self._wake(None)  # anything missed while deaf: re-read
-                    backoff = 0.1
+                    backoff.reset()
                     async for note in conn.notifies():
                         try:
                             self._wake(int(note.payload))
@@ -483,8 +484,7 @@ class PostgresStore:
                     log.warning("store event listener lost PostgreSQL (%s); reconnecting", type(exc).__name__)
             self._listening.clear()
             self._wake(None)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            await asyncio.sleep(backoff.next())
 
 
 def _key(kind: str, namespace: str | None, name: str) -> dict:

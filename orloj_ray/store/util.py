@@ -10,9 +10,10 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
 from orloj_ray.errors import Conflict, InvalidResource
+from orloj_ray.retry import Backoff
 
 if TYPE_CHECKING:
-    from orloj_ray.store.base import Store
+    from orloj_ray.store.base import LabelSelector, Store
 
 
 def now_rfc3339() -> str:
@@ -95,7 +96,7 @@ async def mutate_status(
         except Conflict:
             if attempt >= retries:
                 raise
-        await asyncio.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))
+        await asyncio.sleep(random.uniform(0, Backoff(0.002, 0.1, attempt).next()))  # jittered: writers spread
         attempt += 1
 
 
@@ -143,3 +144,25 @@ def required_rv(expected_rv: str) -> str:
 
 def rv_conflict(kind: str, expected: str, current: str) -> Conflict:
     return Conflict(f"{kind} resourceVersion conflict: expected={quote(expected)} current={quote(current)}")
+
+
+MAX_PAGES = 100_000
+"""Bound on one ``list_all``'s pages (a page holds up to the store's page size, 1,000)."""
+
+
+async def pages(store: "Store", kind: str, namespace: str | None = None, selector: "LabelSelector | None" = None,
+                limit: int | None = None):
+    """Every page of a list, in order (an async iterator); stops on an empty or repeated cursor."""
+    after = None
+    for _ in range(MAX_PAGES):
+        page = await store.list(kind, namespace, selector, limit, after)
+        yield page
+        if not page.continue_ or not page.items or page.continue_ == after:
+            return
+        after = page.continue_
+
+
+async def list_all(store: "Store", kind: str, namespace: str | None = None,
+                   selector: "LabelSelector | None" = None) -> list[dict]:
+    """Every object of ``kind`` (in ``namespace``, matching ``selector``), all pages read."""
+    return [obj async for page in pages(store, kind, namespace, selector) for obj in page.items]

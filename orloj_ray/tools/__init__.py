@@ -44,7 +44,8 @@ def default_tool_runner(config: "ServerConfig | None" = None) -> ToolDispatcher:
     dispatcher.register_backend("sandboxed", SandboxRunner(http, paths))
     dispatcher.register_backend("wasm", WasmRunner(paths, default_module=getattr(config, "tool_wasm_module", "") or ""))
     dispatcher.register_backend("container", ContainerRunner(guard))
-    from orloj_ray.mcp import register_mcp  # here, not at the top: orloj_ray.mcp imports this package
+    # here, not at the top: orloj_ray.mcp imports this package
+    from orloj_ray.mcp import McpPolicy, McpToolRunner, register_mcp
 
-    register_mcp(dispatcher)
+    register_mcp(dispatcher, McpToolRunner(McpPolicy.from_config(config)))
     return dispatcher

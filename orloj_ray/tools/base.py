@@ -12,43 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from orloj_ray.errors import OrlojError
+from orloj_ray.errors import TOOL_REASONS as REASONS, ToolError
 
-REASONS = {
-    "invalid_input": "tool_invalid_input",
-    "unsupported_tool": "tool_unsupported",
-    "runtime_policy_invalid": "tool_runtime_policy_invalid",
-    "isolation_unavailable": "tool_isolation_unavailable",
-    "permission_denied": "tool_permission_denied",
-    "secret_resolution_failed": "tool_secret_resolution_failed",
-    "timeout": "tool_execution_timeout",
-    "canceled": "tool_execution_canceled",
-    "execution_failed": "tool_backend_failure",
-    "auth_invalid": "tool_auth_invalid",
-    "auth_forbidden": "tool_auth_forbidden",
-    "tool_egress_denied": "tool_egress_denied",
-    "resource_limit": "tool_resource_limit",
-}
-
-
-class ToolError(OrlojError):
-    code = "execution_failed"
-    status = 502
-
-    def __init__(self, message: str, *, code: str = "execution_failed", retryable: bool = False):
-        super().__init__(message, code=code)
-        self.retryable = retryable
-
-    @property
-    def reason(self) -> str:
-        return REASONS.get(self.code, "tool_backend_failure")
-
-    def __reduce__(self):
-        return (_rebuild_tool_error, (self.message, self.code, self.retryable))
-
-
-def _rebuild_tool_error(message, code, retryable):
-    return ToolError(message, code=code, retryable=retryable)
+__all__ = ["REASONS", "ToolCallContext", "ToolError", "ToolRunner", "seconds", "tool_name"]
 
 
 @dataclass

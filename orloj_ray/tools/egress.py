@@ -21,18 +21,12 @@ from dataclasses import dataclass
 from typing import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
+from orloj_ray.addresses import METADATA
 from orloj_ray.tools.base import ToolError
 
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-METADATA = frozenset(ipaddress.ip_address(a) for a in (
-    "169.254.169.254",   # AWS, GCP, Azure, OpenStack, DigitalOcean
-    "169.254.170.2",     # AWS ECS task metadata
-    "169.254.169.253",   # AWS DNS
-    "100.100.100.200",   # Alibaba Cloud
-    "fd00:ec2::254",     # AWS IMDS over IPv6
-))
 CGNAT = ipaddress.ip_network("100.64.0.0/10")
 FIX = "an operator can allow it with `orloj up --tool-allowed-networks <CIDR>` (env ORLOJ_TOOL_ALLOWED_NETWORKS)"
 

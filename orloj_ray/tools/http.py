@@ -11,7 +11,7 @@ is sent, and the attempt has the tool's ``runtime.timeout``. Retryable failures 
 errors, timeouts, 429, 5xx, retryable contract errors) are retried up to
 ``runtime.retry.max_attempts`` (default 1, capped at ``MAX_ATTEMPTS``) on upstream's tool
 schedule (``backoff * 2**(n-1)`` capped at ``max_backoff``, ``jitter`` ``none|full|equal``
-derived from the tool name, see ``orloj_ray.engine.retry``); a 429's ``Retry-After`` is
+derived from the tool name, see ``orloj_ray.retry``); a 429's ``Retry-After`` is
 honoured within that cap. Redirects are not followed (a redirect
 would leave the guard). Secrets and tokens are redacted from every message and output.
 """
@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Awaitable, Callable
 
 import httpx
 
 from orloj_ray.redact import Redactor
+from orloj_ray.retry import RetryPolicy, delay
 from orloj_ray.tools.auth import ResolvedAuth, TokenCache, auth_headers, auth_of
 from orloj_ray.tools.base import ToolCallContext, ToolError, seconds, tool_name
 from orloj_ray.tools.egress import EgressGuard
@@ -34,11 +36,7 @@ BODY_SNIPPET = 300
 
 
 def retry_policy(tool: dict):
-    """Upstream's tool-level schedule (``orloj_ray.engine.retry``), attempts capped at ``MAX_ATTEMPTS``."""
-    from dataclasses import replace
-
-    from orloj_ray.engine.retry import RetryPolicy  # the engine imports tools: resolved lazily
-
+    """Upstream's tool-level schedule (``orloj_ray.retry``), attempts capped at ``MAX_ATTEMPTS``."""
     try:
         policy = RetryPolicy.for_tool(tool)
     except ValueError as exc:
@@ -49,8 +47,6 @@ def retry_policy(tool: dict):
 def retry_delay(policy, attempt: int, name: str, hint: float | None = None) -> float:
     """Wait after failed attempt ``attempt``: capped exponential backoff with upstream's
     deterministic jitter; a 429's ``Retry-After`` lengthens it, never past ``max_backoff``."""
-    from orloj_ray.engine.retry import delay
-
     wait = delay(policy, attempt, name)
     if hint is not None:
         wait = max(wait, min(hint, policy.max_backoff))

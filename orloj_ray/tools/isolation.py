@@ -4,9 +4,12 @@
   subprocess with ``setrlimit`` limits (CPU, address space, open files, processes, file
   size, no core), a wall-clock timeout that kills its whole process group, a clean
   environment (none of the server's variables or secrets), and a private 0700 temp dir as
-  cwd/HOME/TMPDIR that is removed afterwards; inside bubblewrap (``bwrap``: no network,
-  read-only system, private /tmp) when bwrap is installed and usable. A remote ``http``
-  tool has no code here to isolate: it goes through the egress-guarded HTTP runner.
+  cwd/HOME/TMPDIR that is removed afterwards; inside bubblewrap (``bwrap``: no network, the
+  system directories read-only, nothing else of the server's files, a private /tmp, writes
+  only in its directory) when bwrap is installed and usable. Without bwrap the program can
+  read what the server's user can read and reach the network: install bubblewrap (a warning
+  says so once). A remote ``http`` tool has no code here to isolate: it goes through the
+  egress-guarded HTTP runner.
 * ``wasm``: a WASI module (``file:/abs/module.wasm`` or ``.wat``, or the server's default
   module) run by wasmtime in-process with a memory cap, fuel, and an epoch deadline; stdin
   is the v1 request ``{"contract_version":"v1","namespace","tool","input",...}``, stdout
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import resource
 import shlex
@@ -41,6 +45,8 @@ from orloj_ray.tools.auth import ResolvedAuth, auth_of
 from orloj_ray.tools.base import ToolCallContext, ToolError, ToolRunner, seconds, tool_name
 from orloj_ray.tools.egress import EgressGuard
 from orloj_ray.tools.http import parse_response
+
+log = logging.getLogger("orloj_ray.tools.isolation")
 
 MAX_OUTPUT = 1024 * 1024
 EXEC_FIX = "an operator allows a directory with ORLOJ_TOOL_EXEC_PATHS (comma-separated absolute paths)"
@@ -105,6 +111,42 @@ def auth_env(auth: ResolvedAuth | None) -> dict[str, str]:
     if auth.profile == "api_key_header":
         return {"TOOL_AUTH_HEADER_NAME": auth.header_name, "TOOL_AUTH_HEADER_VALUE": auth.secret}
     return {}
+
+
+SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/alternatives", "/etc/ld.so.cache")
+"""What every sandbox sees of the server's files, read-only (``/bin`` and ``/lib`` are often
+links into ``/usr``)."""
+NETWORK_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates",
+                 "/etc/pki", "/etc/gai.conf")
+"""Added, read-only, when the sandbox may use the network (an MCP server): names and TLS roots."""
+
+
+def bwrap_argv(bwrap: str, workdir: str, argv: list[str], *, network: bool = False,
+               read_only: Iterable[str] = ()) -> list[str]:
+    """``argv`` inside bubblewrap: new namespaces (the network only with ``network``), the
+    system directories and ``read_only`` paths read-only, ``/proc``, a minimal ``/dev``, an
+    empty ``/tmp``, and ``workdir`` the one writable place (also the working directory).
+    Order matters: bwrap mounts in argument order, so ``/tmp`` comes before ``workdir``,
+    which usually lies under it."""
+    command = [bwrap, "--unshare-all", *(["--share-net"] if network else []), "--die-with-parent",
+               "--new-session", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    for path in (*SYSTEM_DIRS, *(NETWORK_FILES if network else ())):
+        command += ["--ro-bind-try", path, path]
+    for path in read_only:
+        command += ["--ro-bind", path, path]
+    return command + ["--bind", workdir, workdir, "--chdir", workdir, "--", *argv]
+
+
+_warned_no_bwrap = False
+
+
+def warn_without_bwrap(what: str) -> None:
+    global _warned_no_bwrap
+    if not _warned_no_bwrap:
+        _warned_no_bwrap = True
+        log.warning("bubblewrap (bwrap) is not usable here: %s run with limits, a clean environment and a private "
+                    "directory, but can read what this server's user can read and reach the network. Install "
+                    "bubblewrap (Debian/Ubuntu: apt-get install bubblewrap) to isolate them.", what)
 
 
 def bwrap_usable() -> str:
@@ -210,11 +252,9 @@ class SandboxRunner:
         command = argv
         bwrap = await asyncio.to_thread(lambda: self.bwrap)
         if bwrap:
-            command = [bwrap, "--unshare-all", "--die-with-parent", "--new-session",
-                       "--ro-bind", "/usr", "/usr", "--ro-bind-try", "/lib", "/lib", "--ro-bind-try", "/lib64", "/lib64",
-                       "--ro-bind-try", "/bin", "/bin", "--ro-bind-try", "/etc/alternatives", "/etc/alternatives",
-                       "--ro-bind", argv[0], argv[0], "--proc", "/proc", "--dev", "/dev",
-                       "--bind", workdir, workdir, "--tmpfs", "/tmp", "--chdir", workdir, "--", *argv]
+            command = bwrap_argv(bwrap, workdir, argv, read_only=[argv[0]])
+        else:
+            warn_without_bwrap("sandboxed tools")
         proc = await asyncio.create_subprocess_exec(
             *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, cwd=workdir, env=env, preexec_fn=preexec,

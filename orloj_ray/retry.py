@@ -41,11 +41,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from orloj_ray.errors import OrlojError
+from orloj_ray.errors import TOOL_REASONS, OrlojError, ToolError
 from orloj_ray.resources.base import quote
 from orloj_ray.resources.durations import parse_duration
-from orloj_ray.tools import ToolError
-from orloj_ray.tools.base import REASONS as TOOL_REASONS
 
 Jitter = Literal["none", "full", "equal"]
 Scope = Literal["task", "message", "tool"]
@@ -80,8 +78,6 @@ INVALID_CODES: frozenset[str] = frozenset({
 NEVER_RETRY_CODES: frozenset[str] = GOVERNANCE_CODES | INVALID_CODES
 """Error codes that are never retried, whatever the error's ``retryable`` flag says."""
 
-_TOOL_REASONS = TOOL_REASONS  # upstream's tool_reason per tool error code (orloj_ray.tools.base)
-"""Tool error code → upstream's ``tool_reason`` (execution.md §11.3)."""
 _OWN_REASONS = frozenset({"tool_permission_denied", "agent_contract_violation"})
 """Governance codes that upstream reports as their own reason rather than ``policy_error``."""
 
@@ -421,7 +417,7 @@ def classify(error: BaseException | FailedTurn, non_retryable: Iterable[str] = (
     """
     code, retryable, message, from_tool = _facts(error)
     key = code.strip().lower()
-    tool_reason = _TOOL_REASONS.get(key) if from_tool else None
+    tool_reason = TOOL_REASONS.get(key) if from_tool else None
     if key in GOVERNANCE_CODES:
         reason = tool_reason or (key if key in _OWN_REASONS else "policy_error")
         return Classification(False, code, reason, message)
@@ -520,8 +516,27 @@ def decide(policy: RetryPolicy, attempts: int, error: BaseException | FailedTurn
     return Outcome(final=True, delay_s=0.0, phase=phase, **common)
 
 
+@dataclass
+class Backoff:
+    """Waits for a loop that keeps trying something until it answers (a log, a database, a
+    peer): ``base_s``, then doubling, at most ``cap_s``; ``reset()`` after a success. The one
+    exponential backoff of the codebase besides ``RetryPolicy``'s upstream schedules."""
+
+    base_s: float
+    cap_s: float
+    attempt: int = 0
+
+    def next(self) -> float:
+        """The wait before the next try (the first call returns ``base_s``)."""
+        self.attempt += 1
+        return min(self.base_s * 2 ** min(self.attempt - 1, 30), self.cap_s)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
 __all__ = [
-    "GOVERNANCE_CODES", "INVALID_CODES", "JITTER_MODES", "MESSAGE_MAX_BACKOFF_S", "NEVER_RETRY_CODES",
+    "Backoff", "GOVERNANCE_CODES", "INVALID_CODES", "JITTER_MODES", "MESSAGE_MAX_BACKOFF_S", "NEVER_RETRY_CODES",
     "TOOL_MAX_BACKOFF_S", "Classification", "FailedTurn", "Outcome", "RetryPolicy",
     "classify", "decide", "delay", "delay_ns", "go_duration", "jitter_unit",
 ]

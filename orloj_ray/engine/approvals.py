@@ -1,17 +1,24 @@
-"""The ToolApproval workflow over the Store: create the approval a paused call needs, expire
-approvals past their TTL, and say what a decided approval means for its task.
+"""Governance's Store I/O: the ToolApproval workflow (create the approval a paused call needs,
+expire approvals past their TTL, say what a decided approval means for its task) and the audit
+trail's writes. The decisions themselves are pure, in ``orloj_ray.governance``.
 
-Used by the executor (pause, resume) and the controller (expiry sweep, resume on decision).
+Used by the executor (pause, resume), the controller (expiry sweep, resume on decision) and the
+API (a person's decision).
 """
 
 from __future__ import annotations
 
+import logging
+
 from orloj_ray.lifecycle import ENGINE_SOURCE as SOURCE
 from orloj_ray.errors import Conflict, NotFound
-from orloj_ray.governance.approvals import DEFAULT_TTL, approval_manifest, grant_view, now_epoch
-from orloj_ray.governance.audit import audit_record, persist
+from orloj_ray.governance.approvals import DEFAULT_TTL, TASK_LABEL, approval_manifest, grant_view, now_epoch
+from orloj_ray.governance.audit import SOURCE as AUDIT_SOURCE, audit_record
 from orloj_ray.governance.decisions import APPROVAL_DENIED, APPROVAL_EXPIRED, EXPIRED
-from orloj_ray.store.util import mutate_status, now_rfc3339_nano
+from orloj_ray.store.base import Event, LabelSelector
+from orloj_ray.store.util import list_all, mutate_status, now_rfc3339_nano
+
+log = logging.getLogger("orloj_ray.audit")
 
 
 async def request_approval(store, namespace: str, task: str, message_id: str, agent: str, pending: dict, *,
@@ -44,7 +51,7 @@ async def expire_if_due(store, approval: dict, now: float | None = None) -> dict
     except NotFound:
         return approval
     if (updated.get("status") or {}).get("phase") == "Expired" and (approval.get("status") or {}).get("phase") != "Expired":
-        await persist(store, [audit_record(
+        await persist_audit(store, [audit_record(
             EXPIRED, namespace=meta["namespace"], task=_task_name(approval), agent=(approval.get("spec") or {}).get("agent", ""),
             subject_kind="tool", subject=(approval.get("spec") or {}).get("tool", ""), code=APPROVAL_EXPIRED,
             rule=f"ToolApproval/{meta['name']}", reason="tool approval expired before a decision",
@@ -71,9 +78,7 @@ def _task_name(approval: dict) -> str:
 
 
 async def task_approvals(store, namespace: str, task: str) -> list[dict]:
-    from orloj_ray.governance.resolve import task_approvals as _list
-
-    return await _list(store, namespace, task)
+    return await list_all(store, "ToolApproval", namespace, LabelSelector({TASK_LABEL: task}))
 
 
 async def approval_outcome(store, namespace: str, name: str) -> str | None:
@@ -89,3 +94,22 @@ async def approval_outcome(store, namespace: str, name: str) -> str | None:
     return {"Approved": "tool approval granted, task resumed",
             "Denied": "tool approval denied, task resumed to record it",
             "Expired": "tool approval expired, task resumed to record it"}.get(phase)
+
+
+async def persist_audit(store, records: list[dict], mask=None) -> None:
+    """Append ``records`` to the Store's audit trail and publish each on the event stream
+    (``audit.<decision>``). Failures are logged, never raised: the decision was already made.
+    ``mask``: the task's ``RecordMask`` (its secret values masked in every field)."""
+    for record in records:
+        if mask is not None:
+            record = mask.record(record)
+        try:
+            stored = await store.append_audit(record)
+            await store.publish(Event(
+                id=0, timestamp="", source=AUDIT_SOURCE, type=f"audit.{stored['decision']}", kind="AuditRecord",
+                name=stored.get("task", ""), namespace=stored.get("namespace", ""), action=stored["decision"],
+                data=stored,
+            ))
+        except Exception:
+            log.exception("could not record audit decision %s for %s/%s", record.get("decision"),
+                          record.get("namespace"), record.get("task"))

@@ -1,44 +1,43 @@
 """Gather what one turn's governance needs from the Store (the executor calls this per turn,
-so a policy changed between turns applies to the next one)."""
+so a policy changed between turns applies to the next one); the rules that decide on it are
+pure, in ``orloj_ray.governance``."""
 
 from __future__ import annotations
 
 import json
 from functools import lru_cache
 
+from orloj_ray.engine.approvals import task_approvals
 from orloj_ray.errors import NotFound
-from orloj_ray.governance.approvals import MESSAGE_ANNOTATION, TASK_LABEL, grant_view
+from orloj_ray.governance.approvals import MESSAGE_ANNOTATION, grant_view
 from orloj_ray.governance.context import TurnGovernance, version_of
 from orloj_ray.resources import expand_agent, permission_strings
-from orloj_ray.store.base import LabelSelector
+from orloj_ray.store.util import list_all
+from orloj_ray.tenancy import confined, shared_with
 
-
-async def _all(store, kind: str, namespace: str | None = None, selector: LabelSelector | None = None) -> list[dict]:
-    items, after = [], None
-    for _ in range(10_000):  # bounded: 10M objects
-        page = await store.list(kind, namespace, selector, None, after)
-        items += page.items
-        if not page.continue_:
-            break
-        after = page.continue_
-    return items
+_all = list_all
 
 
 def _view(obj: dict) -> dict:
     meta = obj["metadata"]
-    return {"name": meta["name"], "namespace": meta.get("namespace") or "default",
+    view = {"name": meta["name"], "namespace": meta.get("namespace") or "default",
             "version": version_of(obj.get("kind") or "", meta["name"], obj.get("spec") or {}),
             "spec": obj.get("spec") or {}}
+    if confined(meta):
+        view["confined"] = True  # a global policy that applies to its own namespace only
+    return view
 
 
 async def _role(store, namespace: str, role: str) -> dict | None:
-    """``<task namespace>/<role>``, then (a name with ``/``) the role as given (upstream's lookup)."""
+    """``<task namespace>/<role>``, then (a name with ``/``) the role as given (upstream's lookup);
+    a role of another namespace only when it is shared with this one (else: missing)."""
     candidates = [(namespace, role)] + ([tuple(role.split("/", 1))] if "/" in role else [])
     for ns, name in candidates:
         try:
-            return await store.get("AgentRole", ns or namespace, name)
+            found = await store.get("AgentRole", ns or namespace, name)
         except NotFound:
             continue
+        return found if shared_with(found, namespace) else None
     return None
 
 
@@ -54,10 +53,6 @@ def _expanded(agent: dict) -> list[dict]:
 @lru_cache(maxsize=1024)
 def _expanded_json(basis: str) -> str:
     return json.dumps(expand_agent(json.loads(basis)))
-
-
-async def task_approvals(store, namespace: str, task: str) -> list[dict]:
-    return await _all(store, "ToolApproval", namespace, LabelSelector({TASK_LABEL: task}))
 
 
 async def load_turn_governance(store, task: dict, agent: dict, message_id: str = "",
