@@ -73,7 +73,7 @@ class StreamingRuntime(LocalAgentRuntime):
 
 def _recorded(task: dict) -> list[dict]:
     """The trace without what differs run to run (times, durations)."""
-    timing = ("timestamp", "latency_ms", "duration_ms")
+    timing = ("timestamp", "latency_ms", "duration_ms", "elapsed_ms")
     return [{k: re.sub(r"duration_ms=\d+", "", v) if k == "message" else v for k, v in row.items() if k not in timing}
             for row in task["status"]["trace"]]
 
@@ -103,7 +103,7 @@ async def test_a_streamed_task_records_exactly_what_the_plain_one_does(provider,
     (plain, no_tokens, plain_calls, plain_tool), (streamed, tokens, stream_calls, stream_tool) = await _both(
         provider, brain, base, options, with_key)
     assert _recorded(streamed) == _recorded(plain)
-    untimed = lambda out: {k: v for k, v in out.items() if not k.endswith("duration_ms")}  # noqa: E731
+    untimed = lambda out: {k: v for k, v in out.items() if not k.endswith(("duration_ms", "elapsed_ms"))}  # noqa: E731
     assert untimed(streamed["status"]["output"]) == untimed(plain["status"]["output"])
     assert [r.raw for r in stream_tool] == [r.raw for r in plain_tool] == [b"edge chips"]
     # the plain run asked for no stream; the streamed one asked for one on every call
