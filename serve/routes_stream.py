@@ -77,8 +77,9 @@ def register(app: FastAPI, store, settings: StreamSettings) -> None:
                             yield b"".join(frame(e["event"], {**e["data"], "seq": e["seq"]}) for e in got["events"])
                     if writes in done:
                         batch, writes = writes.result(), None
+                        cursor = max(cursor, getattr(batch, "cursor", 0))  # past what a scoped token may not see
                         if batch:
-                            cursor = batch[-1].id
+                            cursor = max(cursor, batch[-1].id)
                         if any(e.name == name and (e.namespace or "default") == namespace for e in batch):
                             try:
                                 task = await store.get("Task", namespace, name)

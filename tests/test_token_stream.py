@@ -218,3 +218,23 @@ async def test_a_deleted_task_ends_its_stream():
         await store.delete("Task", "default", "t4")
         resp = await asyncio.wait_for(reading, 5)
     assert _events(resp.text) == [("end", {"phase": "", "deleted": True})]
+
+
+async def test_a_namespace_scoped_token_streams_its_own_tasks_only():
+    from orloj_ray.config import ServerConfig
+    from serve.auth import Authenticator
+
+    store, buf = MemoryStore(), TokenBuffer()
+    for ns in ("team-a", "team-b"):
+        await store.create({**_task("t5", "Succeeded"), "metadata": {"name": "t5", "namespace": ns}})
+        buf.publish(token_key(ns, "t5"), [_tok(f"said in {ns}")])
+    auth = Authenticator.from_config(ServerConfig(auth_mode="token", api_tokens="a:tok-a-1234:reader:team-a"))
+    app = create_app(store, token_streams=buf, auth=auth)
+    headers = {"Authorization": "Bearer tok-a-1234"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http:
+        own = await http.get("/v1/tasks/t5/stream", params={"namespace": "team-a"}, headers=headers)
+        other = await http.get("/v1/tasks/t5/stream", params={"namespace": "team-b"}, headers=headers)
+        anonymous = await http.get("/v1/tasks/t5/stream", params={"namespace": "team-a"})
+    assert [d.get("delta") for _, d in _events(own.text)] == ["said in team-a", None]
+    assert other.status_code == 404  # as if it did not exist
+    assert anonymous.status_code == 401
