@@ -81,11 +81,18 @@ class Tracker:
 
     def __init__(self):
         self.done: dict[str, tuple[str, float, str]] = {}
+        self.claimed_by: dict[str, str] = {}
+        """Task -> the supervisor (identity) of its first claim, and of its last (a takeover)."""
+        self.finished_by: dict[str, str] = {}
         self._waiters: dict[str, asyncio.Future] = {}
 
-    def seen(self, name: str, phase: str, error: str) -> None:
+    def seen(self, name: str, phase: str, error: str, history: list | None = None) -> None:
         if name in self.done:
             return
+        owners = [str(h.get("worker", "")).split("#", 1)[0] for h in history or []
+                  if h.get("type") in ("claim", "takeover")]
+        if owners:
+            self.claimed_by[name], self.finished_by[name] = owners[0], owners[-1]
         self.done[name] = (phase, time.monotonic(), error)
         waiter = self._waiters.pop(name, None)
         if waiter is not None and not waiter.done():
@@ -114,7 +121,8 @@ async def _watch(http: aiohttp.ClientSession, tracker: Tracker, ready: asyncio.E
             status = task.get("status") or {}
             phase = status.get("phase")
             if phase in TERMINAL:
-                tracker.seen((task.get("metadata") or {}).get("name"), phase, status.get("lastError") or "")
+                tracker.seen((task.get("metadata") or {}).get("name"), phase, status.get("lastError") or "",
+                             status.get("history"))
 
 
 async def _expire_lease(http: aiohttp.ClientSession, name: str) -> str:
@@ -194,6 +202,8 @@ async def run(server: str, args, memory_probe=None) -> dict:
                         await resp.read()
                     http_ms["delete"].append((time.monotonic() - deleting) * 1000)
                 finished += 1
+                if args.kill_supervisor_after and finished == args.kill_supervisor_after:
+                    await asyncio.to_thread(_kill_one_supervisor, args)
                 if marks and finished >= marks[0]:
                     mark = marks.pop(0)
                     memory[str(mark)] = await asyncio.to_thread(memory_probe)
@@ -203,12 +213,38 @@ async def run(server: str, args, memory_probe=None) -> dict:
         elapsed = time.monotonic() - started
         watcher.cancel()
     report = _report(created, kinds, tracker.done, elapsed, args.tasks)
+    report["supervisors"] = _supervisor_shares(created, tracker)
     report["http_ms"] = {k: percentiles(v) for k, v in http_ms.items()}
     report["create_errors"] = create_errors[:20]
     report["injection_errors"] = injection_errors[:20]
     if memory:
         report["memory_rss_mib"] = memory
     return report
+
+
+def _supervisor_shares(created, tracker: Tracker) -> dict:
+    """How the tasks spread over the supervisors: first claims, and who finished them."""
+    first = {}
+    for name in created:
+        owner = tracker.claimed_by.get(name)
+        if owner:
+            first[owner] = first.get(owner, 0) + 1
+    total = sum(first.values()) or 1
+    moved = sum(1 for n in created if tracker.claimed_by.get(n) != tracker.finished_by.get(n))
+    return {"first_claims": dict(sorted(first.items())),
+            "first_claim_share": {k: round(v / total, 3) for k, v in sorted(first.items())},
+            "taken_over": moved}
+
+
+def _kill_one_supervisor(args) -> None:
+    """Kill the last supervisor for good (no restart): the others must take its shard over."""
+    import ray
+
+    from actors import RAY_NAMESPACE, supervisor_name
+
+    name = supervisor_name(max(0, args.supervisors - 1))
+    ray.kill(ray.get_actor(name, namespace=RAY_NAMESPACE), no_restart=True)
+    print(f"killed {name} (no restart) after {args.kill_supervisor_after} finished tasks", file=sys.stderr)
 
 
 def _report(created, kinds, done, elapsed, tasks) -> dict:
@@ -295,7 +331,12 @@ def main() -> int:
     p.add_argument("--slow-latency-ms", type=int, default=2000)
     p.add_argument("--expired-lease-every", type=int, default=0, help="every Nth task gets an expired lease")
     p.add_argument("--kill-agent-every-s", type=float, default=0, help="embedded: kill an agent actor this often")
-    p.add_argument("--kill-supervisor-every-s", type=float, default=0, help="embedded: kill the supervisor this often")
+    p.add_argument("--kill-supervisor-every-s", type=float, default=0, help="embedded: kill a supervisor this often")
+    p.add_argument("--supervisors", type=int, default=1, help="embedded: supervisor actors (--supervisors)")
+    p.add_argument("--store", choices=("memory", "postgres"), default="memory", help="embedded: the store")
+    p.add_argument("--database-url", default="", help="embedded --store postgres: the database")
+    p.add_argument("--kill-supervisor-after", type=int, default=0,
+                   help="embedded: kill the last supervisor for good once this many tasks finished")
     p.add_argument("--timeout", type=float, default=120.0, help="per task, seconds")
     p.add_argument("--keep", action="store_true", help="keep finished tasks (default: delete as the run goes)")
     p.add_argument("--min-success-rate", type=float, default=1.0)
@@ -326,16 +367,18 @@ def main() -> int:
                             args.nats_url if args.log == "jetstream" else "")
         baseline_memory = probe() if probe else None
         cpu_before = ray_processes() if args.embedded else None
-        calls_before = store_stats() if args.embedded else None
+        calls_before = store_stats() if args.embedded and args.store == "memory" else None
         kills = _start_kills(args, stop_kills)
         report = asyncio.run(run(server, args, probe))
         stop_kills.set()
         if cpu_before is not None:
             after = ray_processes()
             report["cpu_ms_per_task"] = {role: round((after[role]["cpu_s"] - cpu_before[role]["cpu_s"]) * 1000 / args.tasks, 1)
-                                         for role in after}
+                                         for role in after if role != "_pids"}
             report["cpu_ms_per_task"]["total"] = round(sum(report["cpu_ms_per_task"].values()), 1)
-            report["store_per_task"] = per_task(calls_before, store_stats(), args.tasks)
+            report["busiest_process"] = busiest(cpu_before, after)
+            if calls_before is not None:
+                report["store_per_task"] = per_task(calls_before, store_stats(), args.tasks)
         report["kills"] = kills
         if probe:
             report.setdefault("memory_rss_mib", {}).update(before_run=baseline_memory, end=probe())
@@ -363,7 +406,7 @@ def main() -> int:
 
 # -- embedded: Ray in this process ----------------------------------------------------------------
 
-ROLES = (("StoreHost", "store"), ("Supervisor", "supervisor"), ("AgentActor", "agents"),
+ROLES = (("StoreHost", "store"), ("Supervisor", "supervisor"), ("AgentActor", "agents"), ("AgentPool", "agent_pool"),
          ("ServeReplica", "serve_replica"), ("ProxyActor", "serve_proxy"), ("HAProxyManager", "serve_proxy"),
          ("ServeController", "serve_controller"))
 """Ray worker process titles by role; ``serve_proxy`` also counts HAProxy itself (the ingress's
@@ -406,7 +449,17 @@ def ray_processes() -> dict[str, dict[str, float]]:
             continue
         out[role]["rss_mib"] += rss_kib / 1024
         out[role]["cpu_s"] += cpu_s
+        out.setdefault("_pids", {})[pid] = {"role": role, "cpu_s": cpu_s}
     return out
+
+
+def busiest(before: dict, after: dict) -> dict:
+    """The single process that used the most CPU between two ``ray_processes``, and its share of all."""
+    pids_before, pids_after = before.get("_pids", {}), after.get("_pids", {})
+    used = {pid: p["cpu_s"] - pids_before.get(pid, {}).get("cpu_s", 0.0) for pid, p in pids_after.items()}
+    total = sum(max(0.0, v) for v in used.values()) or 1.0
+    pid = max(used, key=used.get) if used else None
+    return {"role": pids_after[pid]["role"], "share_of_cpu": round(used[pid] / total, 3)} if pid else {}
 
 
 def store_stats() -> dict:
@@ -428,7 +481,7 @@ def per_task(before: dict, after: dict, tasks: int) -> dict:
 def ray_rss_mib() -> dict:
     """Resident memory (MiB) of the Ray processes involved, by role, and the total of orloj-ray's
     (``ray_system``, Ray's own processes, is listed apart)."""
-    out = {role: round(v["rss_mib"], 1) for role, v in ray_processes().items() if role != "driver"}
+    out = {role: round(v["rss_mib"], 1) for role, v in ray_processes().items() if role not in ("driver", "_pids")}
     out["total"] = round(sum(v for role, v in out.items() if role != "ray_system"), 1)
     return out
 
@@ -481,7 +534,9 @@ def _start_embedded(args) -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = ServerConfig.from_env(mode="message-driven", log=args.log, nats_url=args.nats_url or None)
+    config = ServerConfig.from_env(mode="message-driven", log=args.log, nats_url=args.nats_url or None,
+                                   supervisors=args.supervisors, store=args.store,
+                                   database_url=args.database_url or None)
     return deploy(host="127.0.0.1", port=port, cluster={"mode": "message-driven"}, config=config)
 
 

@@ -20,7 +20,7 @@ import httpx
 import ray
 from ray import serve
 
-from actors import AGENT_PREFIX, POOL_ACTOR, RAY_NAMESPACE, STORE_ACTOR, SUPERVISOR_PREFIX
+from actors import AGENT_PREFIX, POOL_ACTOR, RAY_NAMESPACE, STORE_ACTOR, SUPERVISOR_PREFIX, supervisor_name
 from actors.agent_pool import start_agent_pool
 from actors.store_host import start_store_host
 from actors.supervisor import start_supervisors, supervisor_handles
@@ -55,7 +55,7 @@ def running_control_plane() -> dict | None:
     from ray.experimental.internal_kv import _internal_kv_del, _internal_kv_get
 
     alive = []
-    for name in (STORE_ACTOR, SUPERVISOR_ACTOR):
+    for name in (STORE_ACTOR, supervisor_name(0), POOL_ACTOR):
         try:
             ray.get_actor(name, namespace=RAY_NAMESPACE)
             alive.append(name)

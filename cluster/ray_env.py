@@ -95,16 +95,24 @@ def ingress_env(env: dict) -> dict:
         return {}
     return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_BINARY_PATH": str(_guard(binary)),
             # HAProxy's own listeners (Serve's defaults 9101 and 8404, on every interface): another
-            # Ray with HAProxy on the machine holds them, and then ours exits at startup
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(port_or_free(HAPROXY_METRICS_PORT)),
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(port_or_free(HAPROXY_STATS_PORT)),
+            # Ray with HAProxy on the machine holds them, and then ours exits at startup. Ports the
+            # OS picks, not "the default when free": two clusters starting at once would both
+            # find the default free and one would lose it.
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
             # an ingress replica stays up this long after it is told to stop, for external load
             # balancers to notice (Serve's default, 30 s, made every redeploy and `orloj down`
             # 30 s slower); the HAProxy in front retries a refused connection on another replica
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DRAIN_S)}
 
 
-HAPROXY_METRICS_PORT, HAPROXY_STATS_PORT = 9101, 8404
+def free_port() -> int:
+    """A port the OS picks, free on every interface now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 def port_or_free(port: int) -> int:

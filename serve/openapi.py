@@ -225,6 +225,10 @@ def _other_paths(paths: dict[str, dict]) -> None:
         paths[f"/v1/auth/{path}"] = {"post": _op("auth", native, _responses("200", "Never answered"),
                                                  body=_json(schema), body_required=False,
                                                  op_id="auth_" + path.replace("/", "_").replace("-", "_"))}
+    paths["/v1/admin/rotate-secret-key"] = {"post": _op(
+        "auth", "Re-encrypt every stored Secret under a new key (admin)",
+        ok({"application/json": {"schema": {"type": "object"}}}),
+        op_id="admin_rotate_secret_key")}
     paths["/v1/auth/logout"] = {"post": _op("auth", "Log out (no session to end with token auth)",
                                             ok(_json("OkStatusMessage")), op_id="auth_logout")}
 

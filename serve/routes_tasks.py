@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 
 from orloj_ray import lifecycle
 from orloj_ray.errors import Conflict
+from orloj_ray.store.base import Event
 from orloj_ray.store.util import mutate_status
 from serve import task_observability as obs
 from serve.codec import now_rfc3339, read_optional_json
@@ -122,7 +123,10 @@ def register(app: FastAPI, store) -> None:
                 raise Conflict(f"task/{name} is already terminal ({status.get('phase')})", code="already_terminal")
             return lifecycle.cancel(status, reason=reason)
 
-        task = await mutate_status(store, "Task", item_namespace(request), name, cancel)
+        namespace = item_namespace(request)
+        task = await mutate_status(store, "Task", namespace, name, cancel)
+        await store.publish(Event(id=0, timestamp="", source="apiserver", type="task.failed", kind="Task", name=name,
+                                  namespace=namespace, action="failed", data=lifecycle.event_data(task["status"])))
         return JSONResponse(task)
 
     async def agent_logs(request: Request, name: str) -> JSONResponse:

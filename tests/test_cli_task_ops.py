@@ -5,6 +5,7 @@ No Ray: nothing executes the tasks, the tests write their statuses by hand.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import re
@@ -161,6 +162,8 @@ def test_cancel_is_applied_server_side_on_the_stored_task(server):
         "metadata": {"resourceVersion": stored["metadata"]["resourceVersion"]}, "status": status})
     task = server.client.cancel_task("report", reason="stop")
     assert task["status"]["phase"] == "Failed" and task["status"]["lastError"] == "stop"
+    events = [e for e in asyncio.run(server.store.events_after(0, 0.0, 10_000)) if e.type == "task.failed"]
+    assert [(e.name, e.data["phase"], e.data["lastError"]) for e in events] == [("report", "Failed", "stop")]
     assert task["status"]["tokens"] == 7 and task["status"]["errorCode"] == "task_canceled"
     assert task["status"]["history"][-1]["type"] == "failed"
 

@@ -258,7 +258,8 @@ async def test_openai_task_with_tool_call_round_trip():
         {"id": "call_abc123", "type": "function",
          "function": {"name": "web_search", "arguments": json.dumps({"input": "edge chips"})}}]}
     assert result == {"role": "tool", "tool_call_id": "call_abc123", "content": "RESULT(edge chips)"}
-    assert "tools" not in second.body and "tool_choice" not in second.body  # short-circuit: tool used
+    # the tool stays offered after it was used (upstream short-circuits only a repeat of the same call)
+    assert [t["function"]["name"] for t in second.body["tools"]] == ["web_search"]
     # the writer has no tools and got the researcher's output as its handoff
     assert "tools" not in writer.body and writer.body["messages"][0]["content"] == WRITER_PROMPT
     assert "findings: RESULT(edge chips)" in writer.body["messages"][1]["content"]
@@ -322,12 +323,9 @@ async def test_anthropic_task_with_tool_use_and_tool_result_blocks():
         {"role": "user", "content": [
             {"type": "tool_result", "tool_use_id": "toolu_01XYZ", "content": "RESULT(edge chips)"}]},
     ]
-    # the tool left the offered list (short-circuit), but the history holds tool blocks, which the
-    # API accepts only with definitions: declared, and not callable
-    assert second.body["tools"] == [{"name": "web_search", "description": f"Invoke tool {TOOL}",
-                                     "input_schema": first.body["tools"][0]["input_schema"]}]
-    assert second.body["tool_choice"] == {"type": "none"}
-    assert "tool_choice" not in first.body
+    # the tool stays offered after it was used (upstream short-circuits only a repeat of the same call)
+    assert second.body["tools"] == first.body["tools"]
+    assert "tool_choice" not in first.body and "tool_choice" not in second.body
     assert writer.body["system"] == WRITER_PROMPT and "tools" not in writer.body
 
 

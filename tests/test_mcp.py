@@ -432,3 +432,20 @@ def test_the_allow_list_is_an_operator_setting():
     assert policy.commands == ("npx", "uvx") and config.describe()["mcp_commands"] == ["npx", "uvx"]
     assert config.to_env()["ORLOJ_MCP_COMMANDS"] == "npx,uvx"
     assert McpPolicy.from_config(ServerConfig()).commands == ()  # empty by default: no stdio server starts
+
+
+async def test_the_connect_timeout_is_upstreams_30s_and_an_mcpserver_may_set_its_own():
+    from orloj_ray.mcp.connection import connection_from_server
+    from orloj_ray.resources import normalize
+
+    async def no_secrets(ref):
+        raise LookupError(ref)
+
+    def server(**spec):
+        return normalize({"apiVersion": "orloj.dev/v1", "kind": "McpServer", "metadata": {"name": "slow-npx"},
+                          "spec": {"transport": "stdio", "command": "npx", **spec}})
+
+    assert (await connection_from_server(server(), no_secrets)).connect_timeout_s == 30.0
+    assert (await connection_from_server(server(connect_timeout="2m"), no_secrets)).connect_timeout_s == 120.0
+    with pytest.raises(Exception, match="spec.connect_timeout"):
+        server(connect_timeout="soon")

@@ -129,3 +129,15 @@ def test_5_metadata_name_is_trimmed():
 def test_5_unknown_status_keys_are_kept_and_empty_ones_dropped():
     out = normalize(agent({"model_ref": "m"}) | {"status": {"phase": "Ready", "custom": {"x": 1}, "lastError": ""}})
     assert out["status"] == {"phase": "Ready", "custom": {"x": 1}}
+
+
+def test_a_list_item_ending_in_a_colon_is_the_string_upstreams_line_reader_reads():
+    """``- AUTH_PATH:`` is a one-key map to YAML; upstream reads the string ``AUTH_PATH:``."""
+    import yaml
+
+    from orloj_ray.resources import normalize
+
+    doc = yaml.safe_load("apiVersion: orloj.dev/v1\nkind: Agent\nmetadata: {name: a}\nspec:\n  model_ref: m\n"
+                         "  execution:\n    profile: contract\n    tool_sequence: [t]\n"
+                         "    required_output_markers:\n      - AUTH_PATH:\n      - DONE\n")
+    assert normalize(doc)["spec"]["execution"]["required_output_markers"] == ["AUTH_PATH:", "DONE"]

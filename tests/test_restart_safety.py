@@ -70,9 +70,10 @@ def _wait_done(api_url: str, timeout: float) -> list[dict]:
 
 
 def _crash(state: dict, home: Path) -> None:
-    """SIGKILL the `orloj up` process, every process of its Ray cluster, and its nats-server."""
-    os.kill(state["pid"], signal.SIGKILL)
+    """SIGKILL every process of the Ray cluster `orloj up` started, the `orloj up` process, and
+    its nats-server (the cluster first: its processes share the fate of the process that started it)."""
     assert kill_ray_cluster(state["pid"]) >= 2  # at least its GCS and raylet
+    os.kill(state["pid"], signal.SIGKILL)
     conf = str(home / "jetstream" / "nats.conf")
     for proc in Path("/proc").iterdir():
         try:

@@ -67,6 +67,12 @@ async def test_a_dead_store_is_unavailable_to_every_waiting_caller(remote):
     import ray
 
     store, handle = remote
-    ray.kill(handle, no_restart=True)
+    ray.kill(handle, no_restart=True)  # asynchronous: wait until the actor is really gone
+    for _ in range(100):
+        try:
+            await asyncio.wait_for(handle.ping.remote(), 2)
+        except (ray.exceptions.RayActorError, asyncio.TimeoutError):
+            break
+        await asyncio.sleep(0.1)
     results = await asyncio.gather(*(store.get("Agent", "default", "a") for _ in range(5)), return_exceptions=True)
     assert all(isinstance(r, Unavailable) for r in results), results

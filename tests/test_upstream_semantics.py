@@ -162,3 +162,39 @@ async def test_a_quorum_join_records_its_mode():
     assert task["status"]["phase"] == "Succeeded", task["status"].get("lastError")
     (state,) = task["status"]["join_states"]
     assert state["mode"] == "quorum" and state["quorum_required"] == 1 and state["activated"]
+
+
+async def test_a_task_created_right_after_the_tool_it_uses_resolves_it():
+    """Reported once: a task posted right after its Tool (201) failed "references missing tool".
+    The configuration a claimed task resolves includes every write acknowledged before the task
+    was created (CachedReads.sync(after=the task's event)); checked here with the store busy."""
+    store = MemoryStore()
+    await store.create({"apiVersion": "orloj.dev/v1", "kind": "ModelEndpoint",
+                        "metadata": {"name": "m", "namespace": "default"},
+                        "spec": {"provider": "mock", "default_model": "x"}})
+    count = 30
+    for i in range(count):
+        await store.create({"apiVersion": "orloj.dev/v1", "kind": "Agent", "metadata": {"name": f"a{i}", "namespace": "default"},
+                            "spec": {"model_ref": "m", "tools": [f"tool{i}"], "limits": {"max_steps": 1}}})
+        await store.create({"apiVersion": "orloj.dev/v1", "kind": "AgentSystem",
+                            "metadata": {"name": f"s{i}", "namespace": "default"}, "spec": {"agents": [f"a{i}"]}})
+    controller = Controller(store, LocalAgentRuntime(), worker="race#1",
+                            mailbox=Mailbox(MemoryLog(ack_wait_s=5.0), store))
+    loop = asyncio.create_task(controller.run())
+    try:
+        await asyncio.sleep(0.2)
+        for i in range(count):
+            await store.create({"apiVersion": "orloj.dev/v1", "kind": "Tool", "metadata": {"name": f"tool{i}", "namespace": "default"},
+                                "spec": {"type": "http", "endpoint": "http://127.0.0.1:9/x"}})
+            await store.create({"apiVersion": "orloj.dev/v1", "kind": "Task", "metadata": {"name": f"t{i}", "namespace": "default"},
+                                "spec": {"system": f"s{i}"}, "status": {"phase": "Pending"}})
+        async with asyncio.timeout(60):
+            while True:
+                done = [await store.get("Task", "default", f"t{i}") for i in range(count)]
+                if all(t["status"].get("phase") in TERMINAL for t in done):
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        controller.stop()
+        await loop
+    assert not [t["status"].get("lastError") for t in done if "missing tool" in (t["status"].get("lastError") or "")]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from orloj_ray.resources import agent_tool_names, parse_duration
 from orloj_ray.gateway import CompletionRequest, Endpoint, Message, ModelError, ModelGateway, ToolSpec
 from orloj_ray.gateway.base import CompletionReply, estimate_tokens
+from orloj_ray.gateway.text_calls import parse_text_tool_calls
 from orloj_ray.governance import APPROVAL_PENDING, Governor, RateLimiter, TurnGovernance, default_limiter
 from orloj_ray.governance.decisions import DENY, GOVERNANCE_ERROR, RATE_LIMITED, TOKEN_BUDGET_EXCEEDED, Decision
 from orloj_ray.governance.approvals import args_digest
@@ -199,9 +200,54 @@ async def _throttle(req: TurnRequest, result: TurnResult, governor: Governor, li
     return True, rate
 
 
+@dataclass
+class Contract:
+    """``execution.profile: contract`` (execution.md section 7): the agent must use the tools of
+    ``tool_sequence`` (a set) and end with every ``required_output_markers`` in its text.
+    A call outside the set, a repeated call under ``duplicate_tool_call_policy: deny``, or
+    ``max_steps`` before the set is done violates it: ``on_contract_violation:
+    non_retryable_error`` (the default) fails the turn with ``agent_contract_violation``,
+    ``observe`` records the violation and goes on."""
+
+    sequence: frozenset[str] = frozenset()
+    markers: tuple[str, ...] = ()
+    strict: bool = True
+    done: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, execution: dict) -> "Contract | None":
+        if str(execution.get("profile") or "").strip().lower() != "contract":
+            return None
+        return cls(frozenset(str(t).strip().lower() for t in execution.get("tool_sequence") or [] if str(t).strip()),
+                   tuple(str(m) for m in execution.get("required_output_markers") or [] if str(m)),
+                   str(execution.get("on_contract_violation") or "").strip().lower() != "observe")
+
+    def allows(self, tool: str) -> bool:
+        return tool.strip().lower() in self.sequence
+
+    def remaining(self) -> list[str]:
+        return sorted(self.sequence - self.done)
+
+    def missing_markers(self, text: str) -> list[str]:
+        return [m for m in self.markers if m not in (text or "")]
+
+
+def _violation(result: TurnResult, req: TurnRequest, step: int, contract: Contract, message: str, tool: str = "") -> bool:
+    """Record a contract violation; True when it ends the turn (``non_retryable_error``)."""
+    result.trace.append(_row("agent_contract_violation", req, step, tool=tool, error_code="agent_contract_violation",
+                             error_reason="agent_contract_violation", retryable=False, message=message))
+    if contract.strict:
+        result.error_code, result.error, result.retryable = "agent_contract_violation", message, False
+    return contract.strict
+
+
 async def _loop(req: TurnRequest, spec: dict, gateway: ModelGateway, tools: ToolRunner, result: TurnResult,
                 governor: Governor, limiter: RateLimiter, deadline: float | None, sink=None) -> None:
     execution = spec.get("execution") or {}
+    contract = Contract.of(execution)
+    deny_repeats = str(execution.get("duplicate_tool_call_policy") or "").strip().lower() == "deny"
+    results: dict[tuple[str, str], str] = {}
+    """Tool results by (tool, input): a repeat of the same call is answered from here (short circuit)."""
     max_steps = int((spec.get("limits") or {}).get("max_steps") or 10)
     by_name = {t["metadata"]["name"]: t for t in req.tools}
     offered = _tool_specs(req.tools)
@@ -255,11 +301,32 @@ async def _loop(req: TurnRequest, spec: dict, gateway: ModelGateway, tools: Tool
         ))
         if _over_budget(req, result, used_before, step, reply.usage.source):
             return
-        if not reply.tool_calls:
+        calls = reply.tool_calls or (parse_text_tool_calls(reply.text, step) if offered else [])
+        if contract is not None and not contract.remaining() and not contract.missing_markers(reply.text):
+            result.output = reply.text  # the contract is fulfilled: done, whatever else it asks for
+            return
+        if not calls:
+            if contract is not None and contract.remaining():  # not done yet: say what is left
+                messages.append(Message("assistant", reply.text))
+                messages.append(Message("user", "Continue: the contract requires these tools still: "
+                                                + ", ".join(contract.remaining())))
+                continue
+            if contract is not None and contract.missing_markers(reply.text):
+                result.trace.append(_row("agent_event", req, step, message="contract_warning missing markers: "
+                                         + ", ".join(contract.missing_markers(reply.text))))
             result.output = reply.text
             return
-        messages.append(Message("assistant", reply.text, tool_calls=reply.tool_calls))
-        for call in reply.tool_calls:
+        native = bool(reply.tool_calls)
+        messages.append(Message("assistant", reply.text, tool_calls=calls) if native else Message("assistant", reply.text))
+
+        def answer(call, text: str) -> Message:
+            """A tool's answer in the history: a tool message for a native call, the user's turn
+            for one written as text (there is no provider call id to answer)."""
+            if native:
+                return Message("tool", text, tool_call_id=call.id, name=call.name)
+            return Message("user", f"<tool_result name={call.name}>\n{text}\n</tool_result>")
+
+        for call in calls:
             tool = by_name.get(call.name)
             decision = governor.check_tool(step, tool, call.name, [t.name for t in offered], call.arguments)
             if decision.verdict == DENY:
@@ -269,6 +336,21 @@ async def _loop(req: TurnRequest, spec: dict, gateway: ModelGateway, tools: Tool
                 _pause(result, req, step, decision, tool, call.name, call.arguments)
                 return
             tool_input = _tool_input(call.arguments)
+            if contract is not None and not contract.allows(call.name):
+                if _violation(result, req, step, contract, f"contract violation: agent={req.agent_name} step={step} "
+                              f"tool={call.name} is not in tool_sequence ({', '.join(sorted(contract.sequence))})",
+                              call.name):
+                    return
+            repeat = results.get((call.name, tool_input))
+            if repeat is not None:
+                if deny_repeats and contract is not None and _violation(
+                        result, req, step, contract, f"contract violation: agent={req.agent_name} step={step} "
+                        f"repeated tool={call.name} with the same input (duplicate_tool_call_policy: deny)", call.name):
+                    return
+                result.trace.append(_row("tool_call", req, step, tool=call.name, input=tool_input, output=repeat,
+                                         short_circuit=True, message=f"tool={call.name} short_circuit=true"))
+                messages.append(answer(call, repeat))
+                continue
             ctx = ToolCallContext(req.namespace, req.task, req.agent_name, f"{req.key}/s{step:03d}/{call.name}")
             auth = auth_of(tool)
             redactor = Redactor(auth.secret_values() if auth else ())  # tool output and errors never carry its secrets
@@ -280,7 +362,7 @@ async def _loop(req: TurnRequest, spec: dict, gateway: ModelGateway, tools: Tool
                 result.trace.append(_row("tool_error", req, step, tool=call.name, error_code=exc.code,
                                          error_reason=exc.reason, retryable=exc.retryable, input=tool_input,
                                          message=message, latency_ms=int((time.monotonic() - t0) * 1000)))
-                messages.append(Message("tool", f"error: {message}", tool_call_id=call.id, name=call.name))
+                messages.append(answer(call, f"error: {message}"))
                 governor.executed(step, call.name, error_code=exc.code)
                 continue
             if len(output) > MAX_TOOL_RESULT:
@@ -290,12 +372,17 @@ async def _loop(req: TurnRequest, spec: dict, gateway: ModelGateway, tools: Tool
             result.trace.append(_row("tool_call", req, step, tool=call.name, input=tool_input, output=output,
                                      latency_ms=int((time.monotonic() - t0) * 1000),
                                      tool_request_id=ctx.idempotency_key, message=f"tool={call.name} ok"))
-            messages.append(Message("tool", output, tool_call_id=call.id, name=call.name))
-            if execution.get("duplicate_tool_call_policy", "short_circuit") == "short_circuit":
-                offered = [t for t in offered if t.name != call.name]
+            messages.append(answer(call, output))
+            results[(call.name, tool_input)] = output
+            if contract is not None:
+                contract.done.add(call.name.strip().lower())
             if execution.get("tool_use_behavior") == "stop_on_first_tool":
                 result.output = output
                 return
+    if contract is not None and contract.remaining():
+        if _violation(result, req, result.steps, contract, f"contract violation: agent={req.agent_name} reached "
+                      f"max_steps={max_steps} before tool_sequence was done (missing: {', '.join(contract.remaining())})"):
+            return
     result.trace.append(_row("agent_worker_complete", req, result.steps, message="max steps reached"))
     result.output = next((m.content for m in reversed(messages) if m.role in ("assistant", "tool") and m.content), "")
 

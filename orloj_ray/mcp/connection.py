@@ -15,7 +15,8 @@ from typing import Awaitable, Callable
 SecretLookup = Callable[[str], Awaitable[str]]
 """``secretRef -> value``; raises ``LookupError`` naming the missing secret."""
 
-DEFAULT_CONNECT_TIMEOUT_S = 20.0
+DEFAULT_CONNECT_TIMEOUT_S = 30.0
+"""Upstream's MCP connect timeout; an McpServer's ``spec.connect_timeout`` overrides it."""
 """Bound on spawning/connecting plus the ``initialize`` handshake."""
 
 
@@ -99,4 +100,14 @@ async def connection_from_server(server: dict, secrets: SecretLookup) -> McpConn
         env=env,
         endpoint=(spec.get("endpoint") or "").strip(),
         headers=headers,
+        connect_timeout_s=_seconds(spec.get("connect_timeout"), DEFAULT_CONNECT_TIMEOUT_S),
     )
+
+
+def _seconds(value, default: float) -> float:
+    from orloj_ray.resources.durations import parse_duration
+
+    try:
+        return parse_duration(str(value)).total_seconds() or default if value else default
+    except ValueError:
+        return default

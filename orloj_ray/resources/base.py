@@ -50,6 +50,9 @@ _INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
 def _as_text(value: Any) -> Any:
     if value is None:
         return ""
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value.values())) is None:
+        # `- AUTH_PATH:` is a one-key map to YAML, the string "AUTH_PATH:" to upstream's line reader
+        return f"{next(iter(value))}:"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):

@@ -207,6 +207,9 @@ class McpServerSpec(Spec):
     auth: ToolAuth = Field(default_factory=ToolAuth)
     tool_filter: McpToolFilter = Field(default_factory=McpToolFilter)
     reconnect: McpReconnect = Field(default_factory=McpReconnect)
+    connect_timeout: Str = ""
+    """orloj-ray extension: how long connecting (and listing its tools) may take; a duration,
+    default 30s (upstream's fixed value). A slow ``npx`` first start may need more."""
 
     def normalize(self, meta: Metadata, status: dict[str, Any], now: datetime) -> None:
         if not self.transport.strip():
@@ -229,6 +232,9 @@ class McpServerSpec(Spec):
             self.reconnect.max_attempts = 3
         self.reconnect.backoff = self.reconnect.backoff.strip() or "2s"
         check_duration(self.reconnect.backoff, "spec.reconnect.backoff")
+        self.connect_timeout = self.connect_timeout.strip()
+        if self.connect_timeout:
+            check_duration(self.connect_timeout, "spec.connect_timeout", positive=True)
 
 
 class McpServer(Resource):
