@@ -28,6 +28,7 @@ import asyncio
 import logging
 
 import ray
+from ray.exceptions import RayActorError
 
 from actors import RAY_NAMESPACE
 from orloj_ray.observability.tokens import TOKEN, TURN_END, TokenBuffer, token_key
@@ -89,7 +90,7 @@ class RemoteTokenStreams:
     async def read(self, key: str, after: int = 0, timeout_s: float = 0.0) -> dict:
         try:
             return await self.handle.read.remote(key, after, timeout_s)
-        except ray.exceptions.RayActorError:
+        except RayActorError:
             self._handle = None  # restarting or gone: the next read finds it again
             await asyncio.sleep(min(timeout_s, 1.0))
             return {"events": [], "cursor": after, "ended": False}
@@ -97,7 +98,7 @@ class RemoteTokenStreams:
     async def finish(self, key: str) -> None:
         try:
             await self.handle.finish.remote(key)
-        except ray.exceptions.RayActorError:
+        except RayActorError:
             self._handle = None
 
 
@@ -117,7 +118,7 @@ class TokenTap:
             self._follower = asyncio.get_running_loop().create_task(self._follow())
         if not self._answered.is_set():
             try:
-                await asyncio.wait_for(asyncio.shield(self._answered.wait()), FIRST_ANSWER_S)
+                await asyncio.wait_for(self._answered.wait(), FIRST_ANSWER_S)
             except asyncio.TimeoutError:
                 pass
         key = token_key(request.namespace, request.task)
