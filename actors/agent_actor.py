@@ -24,6 +24,7 @@ import ray
 
 from actors import RAY_NAMESPACE
 from actors.placement import placed_actor_name
+from actors.token_hub import TokenTap
 from orloj_ray.engine.fleet import FRESH_GRACE_S, AgentReclaimed
 from orloj_ray.clock import now_rfc3339_nano
 
@@ -43,6 +44,7 @@ class AgentActor:
         self._retiring = ""
         self._idle = asyncio.Event()
         self._idle.set()
+        self._tokens = TokenTap()  # streams a turn's model output while someone watches its task
 
     def __repr__(self) -> str:  # what the Ray dashboard and logs show for this actor
         return f"AgentActor({placed_actor_name(self.namespace, self.agent, self.placement)}" + (
@@ -68,9 +70,13 @@ class AgentActor:
         self._inflight += 1
         self._idle.clear()
         self._turns += 1
+        tokens = None
         try:
-            return await self._turn_runner().run_turn(request)
+            tokens = await self._tokens.publisher(request)  # None unless someone watches the task
+            return await self._turn_runner().run_turn(request, sink=tokens)
         finally:
+            if tokens is not None:
+                await tokens.aclose()  # every token of the turn is with the hub before its result
             self._inflight -= 1
             self._last_end = time.monotonic()
             self._last_turn_at = now_rfc3339_nano()

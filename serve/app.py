@@ -12,7 +12,8 @@ envelope), ``middleware`` (request id, body limit), ``codec`` (body decoding, re
 ``routes_native_auth`` (upstream's password routes, answered "use tokens"), ``openapi``
 (``/openapi.json`` and ``/docs``), ``ui_routes`` (the web console at ``/ui/``),
 ``routes_admin`` (operator actions: secret key rotation), ``tenancy`` (what a token may see and
-change: namespaces, cluster-wide policies, the audit of writes).
+change: namespaces, cluster-wide policies, the audit of writes), ``routes_stream`` (a task's
+model output, live).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from serve import (
     routes_memories,
     routes_native_auth,
     routes_resources,
+    routes_stream,
     routes_tasks,
     routes_webhooks,
     sse,
@@ -41,6 +43,7 @@ from serve.errors import JSONResponse, install_error_handlers
 from serve.middleware import MAX_BODY_BYTES, RequestContext
 from orloj_ray.store.util import list_all
 from orloj_ray.observability import merge, render
+from orloj_ray.observability.tokens import TokenBuffer
 from orloj_ray.observability.store_metrics import store_snapshot
 from serve.tenancy import TenantStore
 
@@ -72,6 +75,7 @@ def create_app(
     auth: api_auth.Authenticator | None = None,
     metrics_source: MetricsSource | None = None,
     strict_fields: bool = False,
+    token_streams: Any = None,
 ) -> FastAPI:
     """Build the API over ``store``.
 
@@ -83,6 +87,9 @@ def create_app(
     callable returning the supervisors' metrics snapshots, merged into ``/metrics`` beside the
     series derived from the Store (``orloj_ray.observability``). ``strict_fields``: unknown
     manifest fields are refused (400) instead of answered with a ``Warning`` header.
+    ``token_streams``: where ``/v1/tasks/{name}/stream`` reads model output (``read``,
+    ``finish`` of ``orloj_ray.observability.tokens.TokenBuffer``; default a buffer of its own,
+    which nothing writes to unless the caller does).
     """
     auth = auth or api_auth.Authenticator.off()
     app = FastAPI(
@@ -94,6 +101,7 @@ def create_app(
     )
     app.state.store = store
     app.state.strict_fields = strict_fields
+    app.state.tokens = token_streams if token_streams is not None else TokenBuffer()
     if auth.enabled:  # what each token may see and change (namespaces, cluster-wide policies, audit)
         store = TenantStore(store)
     install_error_handlers(app)
@@ -137,6 +145,7 @@ def create_app(
     # Order matters: /v1/<c>/watch must be matched before /v1/<c>/{name}.
     sse.register(app, store, sse.StreamSettings(heartbeat_s=heartbeat_s, wait_s=wait_s))
     routes_resources.register(app, store)
+    routes_stream.register(app, store, sse.StreamSettings(heartbeat_s=heartbeat_s, wait_s=wait_s))
     routes_tasks.register(app, store)
     routes_approvals.register(app, store)
     routes_audit.register(app, store)

@@ -15,6 +15,7 @@ from ray import serve
 from actors.memory_host import RemoteMemoryService
 from actors.metrics_export import supervisor_snapshots
 from actors.store_host import process_store
+from actors.token_hub import RemoteTokenStreams, start_token_hub
 from orloj_ray.config import ServerConfig
 from serve.app import create_app
 from serve.auth import Authenticator, resolve_auth_mode
@@ -73,7 +74,8 @@ class OrlojApi:
     def __serve_build_asgi_app__(self):
         app = create_app(process_store(self._config), runtime_info=self.runtime_info,
                          auth=Authenticator.from_config(self._config), metrics_source=supervisor_snapshots,
-                         strict_fields=self._config.strict_fields)
+                         strict_fields=self._config.strict_fields,
+                         token_streams=RemoteTokenStreams(start_token_hub()))  # created now: turns find it
         app.state.memory = RemoteMemoryService()  # the memory host agent actors write to
         return app
 

@@ -188,6 +188,10 @@ def _other_paths(paths: dict[str, dict]) -> None:
                                                      params=item + filters, op_id="task_messages")}
     paths["/v1/tasks/{name}/metrics"] = {"get": _op("tasks", "Task message metrics", ok(_json("TaskMetricsResponse")),
                                                     params=item + filters, op_id="task_metrics")}
+    paths["/v1/tasks/{name}/stream"] = {"get": _op(
+        "tasks", "A task's model output, live (SSE: events token, turn_end, end; orloj-ray extension)",
+        _responses("200", "An event stream that ends with the task", _SSE),
+        params=item + [_query("after", {"type": "integer", "minimum": 0})], op_id="task_stream")}
     paths["/v1/tasks/{name}/cancel"] = {"post": _op(
         "tasks", "Cancel an active task (phase Failed; 409 already_terminal when it has finished)",
         ok(_json("Task")), params=item, body=_json("TaskCancelRequest"), body_required=False, op_id="task_cancel")}

@@ -100,7 +100,8 @@ def test_every_upstream_operation_is_described_and_served():
     ours = operations(openapi_document())
     assert upstream <= ours
     assert ours - upstream == {("GET", "/v1/runtime"), ("GET", "/v1/audit"), ("HEAD", "/healthz"),
-                               ("POST", "/v1/tasks/{name}/cancel"), ("POST", "/v1/admin/rotate-secret-key")}
+                               ("POST", "/v1/tasks/{name}/cancel"), ("POST", "/v1/admin/rotate-secret-key"),
+                               ("GET", "/v1/tasks/{name}/stream")}
 
 
 def test_the_document_and_the_routes_agree():

@@ -1,7 +1,8 @@
 """The web console in a real browser (Debian's chromium driven by Playwright) against the
 suite's Ray Serve deployment: every page loads without a console error, a task is watched
-from Pending to Succeeded without a reload, an approval is approved from the page; and token
-mode (the app on uvicorn) asks for a token and offers only what the role may do."""
+from Pending to Succeeded without a reload (its agents' model output shown while they write
+it), an approval is approved from the page; and token mode (the app on uvicorn) asks for a
+token and offers only what the role may do."""
 
 from __future__ import annotations
 
@@ -119,6 +120,44 @@ def test_a_task_is_watched_from_pending_to_succeeded_without_reload(seeded):
         assert "Running" in phases and phases[-1] == "Succeeded", phases
         assert page.evaluate("window.__phases !== undefined")  # same document: never reloaded
         assert page.locator('[data-node][data-state="succeeded"]').count() == 3
+        assert not errors.list, errors.list
+
+
+def test_the_task_page_shows_the_model_output_while_the_agents_write_it(seeded):
+    ns = f"{NS}-tokens"
+    planner = "bp-pipeline-planner-agent"
+    with httpx.Client(base_url=seeded, timeout=30) as http, browser() as b:
+        _pipeline(http, ns, latency_ms=1500)  # each reply spread over 1.5 s, word by word
+        created = _post(http, _task("streamed", mode="template"), ns)
+        page = b.new_page()
+        errors = ConsoleErrors(page)
+        page.goto(f"{seeded}/ui/#/tasks/streamed?ns={ns}&tab=graph")
+        loaded(page)
+        page.wait_for_selector("text=● live")
+        assert page.locator("section.live-output").is_hidden()  # nothing said yet
+        page.evaluate("""(planner) => { window.__seen = [];
+            new MutationObserver(() => { const b = document.querySelector(`.live-turn[data-agent="${planner}"]`);
+              const phase = (document.querySelector('#task-phase .badge') || {}).dataset || {};
+              if (b) window.__seen.push([phase.phase, b.classList.contains('running'),
+                                         b.querySelector('.live-text').textContent.length]); })
+              .observe(document.getElementById('main'), {subtree: true, childList: true, characterData: true}); }""",
+                      planner)
+        doc = {**created, "spec": {**created["spec"], "mode": "run"}}
+        doc.pop("status", None)
+        resp = http.put("/v1/tasks/streamed", params={"namespace": ns}, json=doc,
+                        headers={"If-Match": created["metadata"]["resourceVersion"]})
+        assert resp.status_code == 200, resp.text
+        page.wait_for_selector("#task-phase [data-phase='Succeeded']", timeout=60000)
+        page.wait_for_selector("section.live-output[data-ended='Succeeded']", timeout=10000)
+        seen = page.evaluate("window.__seen")
+        # the planner's words were on the page, growing, while its turn and the task were running
+        growing = [n for phase, running, n in seen if running and phase == "Running" and n > 0]
+        assert len(set(growing)) >= 3, seen[:20]
+        task = http.get("/v1/tasks/streamed", params={"namespace": ns}).json()
+        for row in (r for r in task["status"]["trace"] if r["type"] == "model_call"):
+            block = page.locator(f'.live-turn[data-agent="{row["agent"]}"][data-step="{row["step"]}"]')
+            assert block.get_attribute("class") == "live-turn done"
+            assert block.locator(".live-text").text_content() == row["output"]  # the text recorded
         assert not errors.list, errors.list
 
 

@@ -181,7 +181,8 @@ spec:
 """
 
 
-async def _run_task(text: str, gateway: ModelGateway, timeout: float = 20.0) -> dict:
+async def _run_task(text: str, gateway: ModelGateway, timeout: float = 20.0, runtime=LocalAgentRuntime) -> dict:
+    """Run the manifests' task in-process; ``runtime(gateway, tools)`` runs the turns."""
     store = MemoryStore()
     for manifest in load_text(text, source="providers.yaml"):
         doc = manifest.doc
@@ -190,7 +191,7 @@ async def _run_task(text: str, gateway: ModelGateway, timeout: float = 20.0) -> 
             doc["status"] = {"phase": "Pending"}
         await store.create(doc)
     tools = HttpToolRunner(guard=EgressGuard(LOOPBACK_TOOLS))
-    controller = Controller(store, LocalAgentRuntime(gateway, tools), worker="test-worker")
+    controller = Controller(store, runtime(gateway, tools), worker="test-worker")
     loop = asyncio.create_task(controller.run())
     try:
         async with asyncio.timeout(timeout):

@@ -64,6 +64,7 @@ def run(
     name: Annotated[Optional[str], typer.Option("--name", help="Task name (default run-<system>-<ms>).")] = None,
     poll: Annotated[str, typer.Option("--poll", help="Polling interval when the server has no watch stream.")] = "1s",
     output: Annotated[str, typer.Option("--output", "-o", help="text (the result) or json (all of status.output).")] = "text",
+    follow: Annotated[bool, typer.Option("--follow", help="Print the agents' model output live (stderr).")] = False,
 ) -> None:
     """Create a task for a system, follow it live and print its result.
 
@@ -90,10 +91,15 @@ def run(
     task = client.create_task(system, data, name=name, namespace=ns)
     tname = task["metadata"]["name"]
     try:
-        with Progress(tname, total) as progress:
-            progress.update(task)
-            final = client.wait("task", tname, namespace=ns, timeout=limit, on_update=progress.update,
-                                poll_interval=interval)
+        if follow:
+            from orloj_ray.cli.follow import follow_task
+
+            final = follow_task(client, tname, ns, limit)
+        else:
+            with Progress(tname, total) as progress:
+                progress.update(task)
+                final = client.wait("task", tname, namespace=ns, timeout=limit, on_update=progress.update,
+                                    poll_interval=interval)
     except WaitTimeout as exc:
         fail(f"{exc.message}; follow it with `orloj wait task/{tname}` or inspect `orloj trace task {tname}`")
     st = final.get("status") or {}

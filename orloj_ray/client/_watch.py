@@ -1,4 +1,5 @@
-"""Change streams over SSE: ``watch`` (resources) and ``events`` (control-plane events)."""
+"""Change streams over SSE: ``watch`` (resources), ``events`` (control-plane events) and
+``task_stream`` (a task's model output, live)."""
 
 from __future__ import annotations
 
@@ -83,3 +84,35 @@ class WatchAPI(ResourceAPI):
                 pass
             if not reconnect:
                 return
+
+    def task_stream(self, name: str, namespace: str = "default", *,
+                    timeout: float | None = None) -> Iterator[tuple[str, dict]]:
+        """A task's model output as it is written (``GET /v1/tasks/{name}/stream``): ``(event,
+        data)`` for ``token`` (``agent``, ``message_id``, ``step``, ``delta``; ``restart`` when a
+        retried call starts over), ``turn_end``, and last ``end`` (``phase``). Reconnects after
+        the last event seen when the connection drops; stops after ``timeout`` seconds if given.
+        NotFound when the task is missing or the server has no such stream."""
+        until = time.monotonic() + timeout if timeout is not None else None
+        after = 0
+        while until is None or time.monotonic() < until:
+            try:
+                for event, raw in self._stream(f"/v1/tasks/{name}/stream",
+                                               {"namespace": namespace, "after": after or None}, 60.0, until):
+                    try:
+                        data = json.loads(raw)
+                    except ValueError:
+                        continue
+                    if not isinstance(data, dict):
+                        continue
+                    if isinstance(data.get("seq"), int):
+                        after = data["seq"]
+                    yield event, data
+                    if event == "end":
+                        return
+            except StreamUnsupported as exc:
+                raise NotFound(f"task {name!r} not found in namespace {namespace!r} "
+                               f"(or the server has no /v1/tasks/{{name}}/stream)") from exc
+            except httpx.ReadTimeout:
+                pass
+            except httpx.TransportError:
+                time.sleep(0.5)

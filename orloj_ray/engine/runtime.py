@@ -29,5 +29,6 @@ class LocalAgentRuntime:
         self._limiter = limiter
         """``maxTokensPerMinute`` buckets; None: this process's (``governance.default_limiter``)."""
 
-    async def run_turn(self, request: TurnRequest) -> TurnResult:
-        return await run_turn(request, self._gateway, self._tools, self._limiter)
+    async def run_turn(self, request: TurnRequest, sink=None) -> TurnResult:
+        """``sink``: stream the model's text to it (``run_turn``'s)."""
+        return await run_turn(request, self._gateway, self._tools, self._limiter, sink)

@@ -11,6 +11,7 @@ ends the turn with ``approval_pending`` and what to ask for in ``TurnResult.appr
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -125,10 +126,11 @@ def _tool_input(arguments: str) -> str:
 
 
 async def run_turn(req: TurnRequest, gateway: ModelGateway, tools: ToolRunner,
-                   limiter: RateLimiter | None = None) -> TurnResult:
+                   limiter: RateLimiter | None = None, sink=None) -> TurnResult:
     """Run the agent once; never raises for agent-level failures (they go in the result).
 
     ``limiter``: the shared token bucket for ``maxTokensPerMinute`` (default: this process's).
+    ``sink``: ``sink(step, delta, restart=False)`` streams the model's text (None: no streaming).
     """
     spec = req.agent.get("spec") or {}
     limits = spec.get("limits") or {}
@@ -139,7 +141,7 @@ async def run_turn(req: TurnRequest, gateway: ModelGateway, tools: ToolRunner,
     deadline = started + timeout if timeout else None
     try:
         await asyncio.wait_for(_loop(req, spec, gateway, tools, result, governor, limiter or default_limiter(),
-                                     deadline), timeout)
+                                     deadline, sink), timeout)
     except asyncio.TimeoutError:
         result.error_code, result.retryable = "agent_timeout", True
         result.error = f"agent {req.agent_name} timed out after {limits.get('timeout')}"
@@ -240,7 +242,7 @@ def _violation(result: TurnResult, req: TurnRequest, step: int, contract: Contra
 
 
 async def _loop(req: TurnRequest, spec: dict, gateway: ModelGateway, tools: ToolRunner, result: TurnResult,
-                governor: Governor, limiter: RateLimiter, deadline: float | None) -> None:
+                governor: Governor, limiter: RateLimiter, deadline: float | None, sink=None) -> None:
     execution = spec.get("execution") or {}
     contract = Contract.of(execution)
     deny_repeats = str(execution.get("duplicate_tool_call_policy") or "").strip().lower() == "deny"
@@ -269,7 +271,7 @@ async def _loop(req: TurnRequest, spec: dict, gateway: ModelGateway, tools: Tool
             return
         call_started = time.monotonic()
         try:
-            reply = await gateway.complete(req.endpoint, request)
+            reply = await gateway.complete(req.endpoint, request, sink=functools.partial(sink, step) if sink else None)
         except ModelError as exc:
             model_errors.append(exc.message)
             result.trace.append(_row("model_error", req, step, message=exc.message, error_code=exc.code,

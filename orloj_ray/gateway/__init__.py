@@ -2,6 +2,7 @@
 
 Providers: ``openai``, ``openai-compatible``, ``anthropic``, ``azure-openai``, ``ollama`` (over
 httpx, ``gateway/http.py`` for timeouts, retries and error codes) and the offline ``mock``.
+Each also streams (``ModelGateway.complete(..., sink=...)``), with the same reply.
 """
 
 from orloj_ray.gateway.anthropic import AnthropicProvider
@@ -13,6 +14,7 @@ from orloj_ray.gateway.base import (
     ModelError,
     ModelGateway,
     Provider,
+    TokenSink,
     ToolCall,
     ToolSpec,
     Usage,
@@ -57,6 +59,6 @@ def default_gateway() -> ModelGateway:
 __all__ = [
     "AnthropicProvider", "AzureOpenAIProvider", "CompletionReply", "CompletionRequest", "Endpoint", "HttpProvider",
     "HttpSettings", "KEYLESS_PROVIDERS", "Message", "MockProvider", "ModelError", "ModelGateway", "OllamaProvider",
-    "OpenAICompatibleProvider", "OpenAIProvider", "PROVIDERS", "PROVIDER_ALIASES", "Provider", "ToolCall",
+    "OpenAICompatibleProvider", "OpenAIProvider", "PROVIDERS", "PROVIDER_ALIASES", "Provider", "TokenSink", "ToolCall",
     "ToolSpec", "Usage", "canonical_provider", "default_gateway", "env_api_key", "env_key_name",
 ]

@@ -11,6 +11,11 @@ no tool is offered any more but the history holds tool calls, the used tools are
 ``tool_choice: {"type": "none"}`` (the API requires definitions for tool blocks).
 Usage: input + cache-creation + cache-read tokens in, output tokens out. Default timeout 120 s
 (upstream's, for tool-heavy turns).
+
+Streaming (``stream``): the same body with ``stream: true``; the events (``message_start``,
+``content_block_start``/``_delta`` (``text_delta``, ``input_json_delta``)/``_stop``,
+``message_delta`` with the output usage, ``message_stop``, ``error``) are assembled by
+``AnthropicStream`` into the Messages document ``anthropic_reply`` parses.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import json
 
 from orloj_ray.gateway.base import (
-    CompletionReply, CompletionRequest, Endpoint, Message, ModelError, ToolCall, ToolSpec, Usage,
+    CompletionReply, CompletionRequest, Endpoint, Message, ModelError, TokenSink, ToolCall, ToolSpec, Usage,
 )
 from orloj_ray.gateway.http import (
     HttpProvider, bad_response, base_url, config_error, float_option, int_option, normalized_options,
@@ -101,6 +106,13 @@ class AnthropicProvider(HttpProvider):
         return body
 
     async def complete(self, endpoint: Endpoint, request: CompletionRequest) -> CompletionReply:
+        return await self._messages(endpoint, request, None)
+
+    async def stream(self, endpoint: Endpoint, request: CompletionRequest, sink: TokenSink) -> CompletionReply:
+        return await self._messages(endpoint, request, sink)
+
+    async def _messages(self, endpoint: Endpoint, request: CompletionRequest,
+                        sink: TokenSink | None) -> CompletionReply:
         options = normalized_options(endpoint)
         if not endpoint.api_key:
             raise config_error(endpoint, "an API key is required (set auth.secretRef)")
@@ -109,11 +121,72 @@ class AnthropicProvider(HttpProvider):
         body = self.body(endpoint, request, options, aliases)
         headers = {"x-api-key": endpoint.api_key,
                    "anthropic-version": options.get("anthropic_version") or ANTHROPIC_VERSION}
-        doc = await self._post(endpoint, base_url(endpoint, ANTHROPIC_BASE_URL) + "/messages", headers, body, settings)
+        url = base_url(endpoint, ANTHROPIC_BASE_URL) + "/messages"
+        if sink is None:
+            doc = await self._post(endpoint, url, headers, body, settings)
+        else:
+            body["stream"] = True
+            doc = await self._post_stream(endpoint, url, headers, body, settings, AnthropicStream, sink)
         try:
             return anthropic_reply(doc, aliases)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise bad_response(endpoint, exc) from None
+
+
+class AnthropicStream:
+    """Messages API stream events -> the non-streaming document (``StreamAssembler``)."""
+
+    framing = "sse"
+
+    def __init__(self):
+        self._message: dict = {}
+        self._usage: dict = {}
+        self._blocks: dict[int, dict] = {}
+        self._json: dict[int, list[str]] = {}
+        self._error = None
+        self._done = False
+
+    def feed(self, data: str, event: str = "") -> str:
+        item = json.loads(data)
+        kind = str(item.get("type") or event)
+        if kind == "message_start":
+            self._message = dict(item["message"])
+            self._usage.update(self._message.pop("usage", None) or {})
+        elif kind == "content_block_start":
+            self._blocks[int(item["index"])] = dict(item["content_block"])
+        elif kind == "content_block_delta":
+            block, delta = self._blocks[int(item["index"])], item["delta"]
+            if delta.get("type") == "text_delta":
+                block["text"] = str(block.get("text") or "") + str(delta.get("text") or "")
+                return str(delta.get("text") or "")
+            if delta.get("type") == "input_json_delta":
+                self._json.setdefault(int(item["index"]), []).append(str(delta.get("partial_json") or ""))
+        elif kind == "message_delta":
+            self._usage.update({k: v for k, v in (item.get("usage") or {}).items() if v is not None})
+        elif kind == "message_stop":
+            self._done = True
+        elif kind == "error":
+            self._error, self._done = item.get("error") or {"message": "stream error"}, True
+        return ""
+
+    @property
+    def ended(self) -> bool:
+        return self._done
+
+    @property
+    def complete(self) -> bool:
+        return self._done
+
+    def doc(self) -> dict:
+        if self._error is not None:
+            return {"error": self._error}
+        content = []
+        for index in sorted(self._blocks):
+            block = self._blocks[index]
+            if block.get("type") == "tool_use" and "".join(self._json.get(index, [])).strip():
+                block = {**block, "input": json.loads("".join(self._json[index]))}
+            content.append(block)
+        return {**self._message, "content": content, "usage": self._usage}
 
 
 def anthropic_reply(doc: dict, aliases: ToolAliases) -> CompletionReply:

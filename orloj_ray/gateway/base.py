@@ -3,13 +3,22 @@
 Every model call, the ``mock`` provider's included, goes through ``ModelGateway.complete``:
 endpoint resolution, timing, token accounting (provider numbers, else an estimate) and error
 classification live here once; providers only translate the wire format.
+
+Streaming: ``complete(endpoint, request, sink=...)`` asks the provider for a streamed answer
+and hands each text delta to ``sink`` as it arrives; the reply it returns is the one the
+non-streaming call would have returned (providers assemble the stream into the same document
+and parse it with the same code). Without a sink, or with a provider that cannot stream, the
+call is the plain non-streaming one: streaming costs nothing unless someone asked for it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+log = logging.getLogger("orloj_ray.gateway")
 
 from orloj_ray.errors import OrlojError
 
@@ -104,8 +113,37 @@ class CompletionReply:
     latency_ms: int = 0
 
 
+class TokenSink(Protocol):
+    """Receives a streaming call's text as it arrives.
+
+    ``sink(delta)`` for each piece of text; ``sink("", restart=True)`` when the stream broke and
+    the call is being retried: the text so far is void, the retry streams from the start.
+    Called on the event loop of the call; it must not block (append and return)."""
+
+    def __call__(self, delta: str, *, restart: bool = False) -> None: ...
+
+
 class Provider(Protocol):
     async def complete(self, endpoint: Endpoint, request: CompletionRequest) -> CompletionReply: ...
+
+    # optional: async def stream(self, endpoint, request, sink: TokenSink) -> CompletionReply
+    # the same reply as ``complete``, its text handed to ``sink`` while it arrives
+
+
+class _SafeSink:
+    """A sink that never breaks the model call: the first exception is logged, the rest dropped."""
+
+    def __init__(self, sink: TokenSink):
+        self._sink, self._broken = sink, False
+
+    def __call__(self, delta: str, *, restart: bool = False) -> None:
+        if self._broken:
+            return
+        try:
+            self._sink(delta, restart=restart)
+        except Exception:  # noqa: BLE001 - a watcher's problem is not the model call's
+            self._broken = True
+            log.warning("token sink failed; the rest of this call is not streamed", exc_info=True)
 
 
 def estimate_tokens(request: CompletionRequest, reply: CompletionReply) -> Usage:
@@ -141,7 +179,13 @@ class ModelGateway:
                              code="model_embeddings_unsupported")
         return await self._providers[endpoint.provider].embed(endpoint, texts)
 
-    async def complete(self, endpoint: Endpoint, request: CompletionRequest) -> CompletionReply:
+    def can_stream(self, provider: str) -> bool:
+        """Whether ``provider`` streams (a ``stream(endpoint, request, sink)`` method)."""
+        return callable(getattr(self._providers.get(provider), "stream", None))
+
+    async def complete(self, endpoint: Endpoint, request: CompletionRequest,
+                       sink: TokenSink | None = None) -> CompletionReply:
+        """One completion. ``sink``: stream the answer's text to it (when the provider streams)."""
         provider = self._providers.get(endpoint.provider)
         if provider is None:
             raise ModelError(
@@ -150,7 +194,10 @@ class ModelGateway:
                 code="model_provider_unsupported",
             )
         started = time.monotonic()
-        reply = await provider.complete(endpoint, request)
+        if sink is not None and self.can_stream(endpoint.provider):
+            reply = await provider.stream(endpoint, request, _SafeSink(sink))
+        else:
+            reply = await provider.complete(endpoint, request)
         reply.latency_ms = int((time.monotonic() - started) * 1000)
         reply.model = reply.model or endpoint.model
         if not reply.text and not reply.tool_calls:

@@ -26,6 +26,14 @@ POST itself goes through ``HttpProvider._post`` which:
 (*) not retried inside the call (a proxy's error page may pass; the turn's next step or the
 message level retries); a body over 32 MiB is not retryable.
 
+Streaming (``_post_stream``) goes through the same loop: the request, the statuses, the
+retries and the codes are the same; a stream that is cut, or ends before the provider's end
+marker, is ``model_unavailable`` (retried in the call, the sink told to ``restart``), and
+``timeout`` bounds each whole attempt, as it does a non-streaming answer (a model that keeps
+sending tokens past it does not make the call last longer). A provider's ``StreamAssembler``
+turns the events into the document its non-streaming answer would have been; a 2xx answer
+that is plain JSON (a server that ignored ``stream: true``) is read as that document.
+
 The text of an HTTP error is upstream's ``model request failed status=<code>: <provider
 message>``. The API key never appears in it: provider text passes ``orloj_ray.redact`` (the
 key itself, bearer tokens, ``sk-`` keys, ...), and no log line carries headers.
@@ -42,12 +50,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import timezone
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from orloj_ray.retry import Backoff
-from orloj_ray.gateway.base import Endpoint, ModelError
+from orloj_ray.gateway.base import Endpoint, ModelError, TokenSink
 from orloj_ray.redact import redact
 from orloj_ray.resources import parse_duration
 
@@ -232,8 +240,21 @@ class HttpProvider:
     async def _post(self, endpoint: Endpoint, url: str, headers: dict[str, str], body: dict,
                     settings: HttpSettings) -> dict:
         """POST ``body`` as JSON with retries; the decoded JSON object of a 2xx answer."""
+        return await self._exchange(endpoint, url, headers, body, settings)
+
+    async def _post_stream(self, endpoint: Endpoint, url: str, headers: dict[str, str], body: dict,
+                           settings: HttpSettings, assembler: Callable[[], "StreamAssembler"],
+                           sink: TokenSink) -> dict:
+        """POST ``body`` (which asks for a stream) with the same retries; each text delta goes to
+        ``sink`` as it arrives; returns the document the stream assembled (``assembler()``, one
+        per attempt), as ``_post`` would have returned it."""
+        return await self._exchange(endpoint, url, headers, body, settings, _Stream(assembler, sink))
+
+    async def _exchange(self, endpoint: Endpoint, url: str, headers: dict[str, str], body: dict,
+                        settings: HttpSettings, stream: "_Stream | None" = None) -> dict:
         payload = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", "Accept": "application/json", **headers}
+        accept = stream.accept if stream else "application/json"
+        headers = {"Content-Type": "application/json", "Accept": accept, **headers}
         secrets = (endpoint.api_key,) if endpoint.api_key else ()
         await refuse_metadata_hosts(endpoint, url)
         attempt = 0
@@ -241,17 +262,22 @@ class HttpProvider:
             attempt += 1
             wait: float | None = None
             try:
-                status, resp_headers, data = await self._send(url, headers, payload, settings.timeout_s)
-            except httpx.TimeoutException:
+                status, resp_headers, data = await self._send(url, headers, payload, settings.timeout_s, stream)
+            except (httpx.TimeoutException, TimeoutError):
                 error = ModelError(f"model request timed out after {settings.timeout_s:g}s "
                                    f"(endpoint {endpoint.name})", retryable=True, code="model_timeout")
             except httpx.HTTPError as exc:
                 detail = redact(f"{type(exc).__name__}: {exc}", secrets)[:MAX_ERROR_TEXT]
                 error = ModelError(f"model request failed (endpoint {endpoint.name}): {detail}",
                                    retryable=True, code="model_unavailable")
+            except StreamIncomplete as exc:
+                error = ModelError(f"model stream from endpoint {endpoint.name} ended early: {exc}",
+                                   retryable=True, code="model_unavailable")
+            except StreamDecodeError as exc:
+                raise bad_response(endpoint, exc.__cause__ or exc) from None
             else:
                 if status < 400:
-                    return self._decode(endpoint, data)
+                    return data if isinstance(data, dict) else self._decode(endpoint, data)
                 error = self._http_error(endpoint, status, data, secrets)
                 if error.retryable:
                     wait = retry_after_seconds(resp_headers)
@@ -260,15 +286,20 @@ class HttpProvider:
                                          retryable=True, code=error.code)
             if not error.retryable or attempt >= settings.max_attempts:
                 raise error
+            if stream is not None:
+                stream.restart()
             delay = wait if wait is not None else settings.backoff(attempt, self._jitter())
             log.warning("model call to endpoint %s (%s) failed with %s, attempt %d/%d; retrying in %.2fs",
                         endpoint.name, self.name, error.code, attempt, settings.max_attempts, delay)
             await self._sleep(delay)
 
-    async def _send(self, url: str, headers: dict[str, str], payload: bytes,
-                    timeout_s: float) -> tuple[int, httpx.Headers, bytes]:
+    async def _send(self, url: str, headers: dict[str, str], payload: bytes, timeout_s: float,
+                    stream: "_Stream | None" = None) -> tuple[int, httpx.Headers, bytes | dict]:
         async with self._http().stream("POST", url, content=payload, headers=headers,
                                        timeout=httpx.Timeout(timeout_s)) as resp:
+            if stream is not None and resp.status_code < 400 and stream.streamed(resp):
+                async with asyncio.timeout(timeout_s):  # the whole answer, as a non-streaming one
+                    return resp.status_code, resp.headers, await stream.read(resp)
             chunks, size = [], 0
             async for chunk in resp.aiter_bytes():
                 size += len(chunk)
@@ -299,6 +330,112 @@ class HttpProvider:
             raise ModelError(f"decode model response from endpoint {endpoint.name}: not a JSON object",
                              retryable=True, code="model_bad_response")
         return doc
+
+
+class StreamIncomplete(Exception):
+    """The streamed answer stopped before the provider's end marker (a cut stream)."""
+
+
+class StreamDecodeError(Exception):
+    """An event of the stream is not what the provider documents (``__cause__`` says how)."""
+
+
+class StreamAssembler(Protocol):
+    """Reads one streamed answer into the provider's non-streaming JSON document."""
+
+    framing: str
+    """``sse`` (``event:``/``data:`` lines) or ``ndjson`` (one JSON object per line)."""
+
+    def feed(self, data: str, event: str = "") -> str:
+        """Take one event's data; return the text it adds (``""`` if none). Raises ValueError,
+        TypeError, KeyError or AttributeError for an event that is not the documented shape."""
+
+    @property
+    def ended(self) -> bool:
+        """The end marker has been read: stop reading."""
+
+    @property
+    def complete(self) -> bool:
+        """Enough has been read for the answer to stand when the body ends here."""
+
+    def doc(self) -> dict:
+        """The answer as the provider's non-streaming JSON document."""
+
+
+class SseLines:
+    """Server-sent event framing: ``line(text)`` per line; ``(event, data)`` when one ends."""
+
+    def __init__(self):
+        self._event, self._data = "", []
+
+    def line(self, text: str) -> tuple[str, str] | None:
+        if text == "":
+            return self.flush()
+        if text.startswith(":"):
+            return None
+        key, _, value = text.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if key == "event":
+            self._event = value
+        elif key == "data":
+            self._data.append(value)
+        return None
+
+    def flush(self) -> tuple[str, str] | None:
+        event, data = self._event, self._data
+        self._event, self._data = "", []
+        return (event, "\n".join(data)) if data else None
+
+
+class _Stream:
+    """One streaming call: makes an assembler per attempt, feeds it, passes text to the sink."""
+
+    def __init__(self, assembler: Callable[[], StreamAssembler], sink: TokenSink):
+        self._make, self._sink = assembler, sink
+        self._sent = False  # text of this attempt reached the sink
+        framing = getattr(assembler, "framing", "sse")  # the assembler class's
+        self.accept = "application/x-ndjson" if framing == "ndjson" else "text/event-stream"
+
+    @staticmethod
+    def streamed(resp: httpx.Response) -> bool:
+        """A 2xx answer in a streaming type; plain JSON (``stream`` ignored) is read as before."""
+        return "json" not in resp.headers.get("content-type", "").replace("ndjson", "")
+
+    def restart(self) -> None:
+        """Before a retry: text already streamed is void."""
+        if self._sent:
+            self._sent = False
+            self._sink("", restart=True)
+
+    async def read(self, resp: httpx.Response) -> dict:
+        assembler, size = self._make(), 0
+        frames = SseLines() if assembler.framing == "sse" else None
+        try:
+            async for line in resp.aiter_lines():
+                size += len(line) + 1
+                if size > MAX_RESPONSE_BYTES:
+                    raise ModelError(f"model response larger than {MAX_RESPONSE_BYTES} bytes",
+                                     code="model_bad_response")
+                item = frames.line(line) if frames is not None else (("", line) if line.strip() else None)
+                if item is not None:
+                    self._take(assembler, *item)
+                    if assembler.ended:
+                        break
+            else:
+                last = frames.flush() if frames is not None else None
+                if last is not None:
+                    self._take(assembler, *last)
+            if not assembler.complete:
+                raise StreamIncomplete("no end-of-answer event")
+            return assembler.doc()
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise StreamDecodeError(type(exc).__name__) from exc
+
+    def _take(self, assembler: StreamAssembler, event: str, data: str) -> None:
+        delta = assembler.feed(data, event)
+        if delta:
+            self._sent = True
+            self._sink(delta)
 
 
 def base_url(endpoint: Endpoint, default: str) -> str:

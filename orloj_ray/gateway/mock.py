@@ -8,15 +8,17 @@ context (``vector``, ``search``, ``web``, ``db``, ``echo``), else the first tool
 tool named in the task's topic is picked before any of those.
 
 The endpoint option ``latency_ms`` makes every reply take that long (slow-model demos, fault
-tests, benchmarks).
+tests, benchmarks). Streamed (``stream``), the same reply's text comes word by word, the words
+spread evenly over ``latency_ms`` (all at once without it); a tool call comes whole at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 
-from orloj_ray.gateway.base import CompletionReply, CompletionRequest, Endpoint, ToolCall
+from orloj_ray.gateway.base import CompletionReply, CompletionRequest, Endpoint, TokenSink, ToolCall
 
 _PATTERNS = ("vector", "search", "web", "db", "echo")
 _QUOTE = 120
@@ -34,11 +36,34 @@ def _short(text: str, limit: int = _QUOTE) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _latency_s(endpoint: Endpoint) -> float:
+    return max(float(endpoint.options.get("latency_ms") or 0), 0.0) / 1000
+
+
+def _words(text: str) -> list[str]:
+    """``text`` in pieces that join back to it exactly: each word with the spaces after it."""
+    return re.findall(r"\s*\S+\s*", text) or ([text] if text else [])
+
+
 class MockProvider:
     async def complete(self, endpoint: Endpoint, request: CompletionRequest) -> CompletionReply:
-        latency_ms = float(endpoint.options.get("latency_ms") or 0)
-        if latency_ms > 0:
-            await asyncio.sleep(latency_ms / 1000)
+        latency = _latency_s(endpoint)
+        if latency > 0:
+            await asyncio.sleep(latency)
+        return self._reply(endpoint, request)
+
+    async def stream(self, endpoint: Endpoint, request: CompletionRequest, sink: TokenSink) -> CompletionReply:
+        reply, latency = self._reply(endpoint, request), _latency_s(endpoint)
+        words = _words(reply.text)
+        if not words and latency > 0:
+            await asyncio.sleep(latency)
+        for word in words:
+            if latency > 0:
+                await asyncio.sleep(latency / len(words))
+            sink(word)
+        return reply
+
+    def _reply(self, endpoint: Endpoint, request: CompletionRequest) -> CompletionReply:
         meta = request.metadata
         agent = meta.get("agent", "agent")
         step = meta.get("step", 1)
@@ -92,7 +117,6 @@ EMBED_DIM = 64
 def _hashed_vector(text: str) -> list[float]:
     import hashlib
     import math
-    import re
 
     vector = [0.0] * EMBED_DIM
     for token in re.findall(r"\w+", text.lower()):

@@ -9,6 +9,10 @@ it). Model: ``default_model``, option ``default_model``, else ``llama3.1``. Opti
 ``temperature`` and ``max_tokens`` (as ``num_predict``) go in Ollama's ``options``.
 Usage: ``prompt_eval_count`` in, ``eval_count`` out. A key, if the endpoint has one (an Ollama
 behind an authenticating proxy), is sent as ``Authorization: Bearer``; upstream sends none.
+
+Streaming (``stream``): the same body with ``stream: true``; the NDJSON lines (``message.content``
+pieces, ``message.tool_calls``, the last one ``done: true`` with the counts) are assembled by
+``OllamaStream`` into the document ``ollama_reply`` parses.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from orloj_ray.gateway.base import CompletionReply, CompletionRequest, Endpoint, Message, ModelError, Usage
+from orloj_ray.gateway.base import (
+    CompletionReply, CompletionRequest, Endpoint, Message, ModelError, TokenSink, Usage,
+)
 from orloj_ray.gateway.http import (
     HttpProvider, bad_response, base_url, float_option, int_option, normalized_options,
 )
@@ -83,13 +89,23 @@ class OllamaProvider(HttpProvider):
         return body
 
     async def complete(self, endpoint: Endpoint, request: CompletionRequest) -> CompletionReply:
+        return await self._chat(endpoint, request, None)
+
+    async def stream(self, endpoint: Endpoint, request: CompletionRequest, sink: TokenSink) -> CompletionReply:
+        return await self._chat(endpoint, request, sink)
+
+    async def _chat(self, endpoint: Endpoint, request: CompletionRequest, sink: TokenSink | None) -> CompletionReply:
         options = normalized_options(endpoint)
         settings = self.settings_for(endpoint, options)
         aliases = ToolAliases.build([t.name for t in request.tools])
         body = self.body(endpoint, request, options, aliases)
-        url = self._base(endpoint, options)
+        url = self._base(endpoint, options) + "/api/chat"
         headers = self._headers(endpoint)
-        doc = await self._post(endpoint, url + "/api/chat", headers, body, settings)
+        if sink is None:
+            doc = await self._post(endpoint, url, headers, body, settings)
+        else:
+            body["stream"] = True
+            doc = await self._post_stream(endpoint, url, headers, body, settings, OllamaStream, sink)
         try:
             return ollama_reply(doc, aliases, request)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -111,6 +127,48 @@ class OllamaProvider(HttpProvider):
         if len(vectors) != len(texts):
             raise bad_response(endpoint, ValueError(f"{len(vectors)} vectors for {len(texts)} texts"))
         return vectors
+
+
+class OllamaStream:
+    """``/api/chat`` NDJSON lines -> the non-streaming document (``StreamAssembler``)."""
+
+    framing = "ndjson"
+
+    def __init__(self):
+        self._text: list[str] = []
+        self._calls: list = []
+        self._last: dict = {}
+        self._done = False
+
+    def feed(self, data: str, event: str = "") -> str:
+        line = json.loads(data)
+        if str(line.get("error") or "").strip():
+            self._last, self._done = line, True
+            return ""
+        message = line.get("message") or {}
+        self._calls += message.get("tool_calls") or []
+        text = message.get("content")
+        text = text if isinstance(text, str) else ""
+        self._text.append(text)
+        if line.get("done"):
+            self._last, self._done = line, True
+        return text
+
+    @property
+    def ended(self) -> bool:
+        return self._done
+
+    @property
+    def complete(self) -> bool:
+        return self._done
+
+    def doc(self) -> dict:
+        if str(self._last.get("error") or "").strip():
+            return self._last
+        message = {"role": "assistant", "content": "".join(self._text)}
+        if self._calls:
+            message["tool_calls"] = self._calls
+        return {**self._last, "message": message}
 
 
 def ollama_reply(doc: dict, aliases: ToolAliases, request: CompletionRequest) -> CompletionReply:

@@ -14,6 +14,11 @@ function: {name, arguments}}]`` and each result goes back as ``{"role": "tool", 
 
 ``embed`` posts ``{model, input}`` to ``/embeddings`` (Azure: the deployment's) for memory search.
 
+Streaming (``stream``): the same body with ``stream: true`` and ``stream_options:
+{include_usage: true}``; the ``chat.completion.chunk`` events (``choices[0].delta.content``,
+``delta.tool_calls[]`` by ``index`` with arguments in pieces, the usage chunk, ``data: [DONE]``)
+are assembled by ``OpenAIStream`` into the Chat Completions document ``openai_reply`` parses.
+
 Options beyond upstream's (docs/compatibility.md): ``temperature``, ``max_tokens`` (sent as
 ``max_completion_tokens`` to ``openai``, as ``max_tokens`` to the others) and
 ``reasoning_effort``.
@@ -25,7 +30,7 @@ import json
 from urllib.parse import quote
 
 from orloj_ray.gateway.base import (
-    CompletionReply, CompletionRequest, Endpoint, Message, ModelError, ToolCall, ToolSpec, Usage,
+    CompletionReply, CompletionRequest, Endpoint, Message, ModelError, TokenSink, ToolCall, ToolSpec, Usage,
 )
 from orloj_ray.gateway.http import (
     HttpProvider, bad_response, base_url, config_error, float_option, int_option, normalized_options,
@@ -105,6 +110,65 @@ def openai_reply(doc: dict, aliases: ToolAliases) -> CompletionReply:
     )
 
 
+class OpenAIStream:
+    """Chat Completions chunks -> the non-streaming document (``StreamAssembler``)."""
+
+    framing = "sse"
+
+    def __init__(self):
+        self._model, self._text, self._usage, self._error = "", [], None, None
+        self._calls: dict[int, dict] = {}
+        self._done = self._finished = False
+
+    def feed(self, data: str, event: str = "") -> str:
+        if data.strip() == "[DONE]":
+            self._done = True
+            return ""
+        chunk = json.loads(data)
+        if isinstance(chunk.get("error"), dict):  # an error event mid-stream
+            self._error, self._done = chunk["error"], True
+            return ""
+        self._model = str(chunk.get("model") or self._model)
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = chunk["usage"]
+        added = ""
+        for choice in chunk.get("choices") or []:
+            if int(choice.get("index") or 0) != 0:
+                continue
+            self._finished = self._finished or bool(choice.get("finish_reason"))
+            delta = choice.get("delta") or {}
+            if isinstance(delta.get("content"), str):
+                added += delta["content"]
+            for item in delta.get("tool_calls") or []:
+                call = self._calls.setdefault(int(item.get("index") or 0), {
+                    "id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+                call["id"] = str(item.get("id") or call["id"])
+                fn = item.get("function") or {}
+                call["function"]["name"] += str(fn.get("name") or "")
+                call["function"]["arguments"] += str(fn.get("arguments") or "")
+        self._text.append(added)
+        return added
+
+    @property
+    def ended(self) -> bool:
+        return self._done
+
+    @property
+    def complete(self) -> bool:
+        return self._done or self._finished  # some servers close after the last chunk without [DONE]
+
+    def doc(self) -> dict:
+        if self._error is not None:
+            return {"error": self._error}
+        message: dict = {"role": "assistant", "content": "".join(self._text) or None}
+        if self._calls:
+            message["tool_calls"] = [self._calls[i] for i in sorted(self._calls)]
+        doc: dict = {"model": self._model, "choices": [{"index": 0, "message": message}]}
+        if self._usage is not None:
+            doc["usage"] = self._usage
+        return doc
+
+
 class OpenAIProvider(HttpProvider):
     name = "openai"
     default_base_url = OPENAI_BASE_URL
@@ -144,12 +208,23 @@ class OpenAIProvider(HttpProvider):
         return body
 
     async def complete(self, endpoint: Endpoint, request: CompletionRequest) -> CompletionReply:
+        return await self._chat(endpoint, request, None)
+
+    async def stream(self, endpoint: Endpoint, request: CompletionRequest, sink: TokenSink) -> CompletionReply:
+        return await self._chat(endpoint, request, sink)
+
+    async def _chat(self, endpoint: Endpoint, request: CompletionRequest, sink: TokenSink | None) -> CompletionReply:
         options = normalized_options(endpoint)
         self._check_key(endpoint)
         settings = self.settings_for(endpoint, options)
         aliases = ToolAliases.build([t.name for t in request.tools])
         body = self.body(endpoint, request, options, aliases)
-        doc = await self._post(endpoint, self._url(endpoint, options), self._headers(endpoint), body, settings)
+        url, headers = self._url(endpoint, options), self._headers(endpoint)
+        if sink is None:
+            doc = await self._post(endpoint, url, headers, body, settings)
+        else:
+            body.update(stream=True, stream_options={"include_usage": True})
+            doc = await self._post_stream(endpoint, url, headers, body, settings, OpenAIStream, sink)
         try:
             return openai_reply(doc, aliases)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:

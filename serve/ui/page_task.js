@@ -1,6 +1,7 @@
 // Task detail: the system's graph with each node's state, a trace waterfall (one bar per
 // agent turn, its model and tool calls inside, tokens, durations, denials by code), messages
-// with lifecycle and attempts, logs and output, all live over the task's watch stream.
+// with lifecycle and attempts, logs and output, all live over the task's watch stream; and,
+// while the task runs, the agents' model output as it is written (its token stream).
 
 import { get, watch } from "./api.js";
 import { badge, h, kv, link, ms, svg, table, time } from "./ui.js";
@@ -198,6 +199,50 @@ function outputView(task) {
     h("h3", {}, "Output fields"), kv(rest.map(([k, v]) => [k, String(v)])));
 }
 
+// -- live model output -------------------------------------------------------------------------
+
+const TERMINAL = new Set(["Succeeded", "Failed", "DeadLetter"]);
+const LIVE_TURNS = 30;  // blocks kept on the page; the trace has every turn's text
+
+/** The task's token stream (`/v1/tasks/{name}/stream`) as one block per agent turn and step. */
+export function liveOutput(name, ns, signal) {
+  const box = h("section", { class: "live-output", hidden: true }, h("h3", {}, "Live model output"));
+  const blocks = new Map();
+  const params = { namespace: ns };  // `after` follows the last event: a reconnect resumes there
+  const stop = new AbortController();
+  signal.addEventListener("abort", () => stop.abort());
+  const block = (d) => {
+    const key = `${d.message_id}|${d.agent}|${d.step}`;
+    if (!blocks.has(key)) {
+      const text = h("pre", { class: "live-text" }, "");
+      const el = h("div", { class: "live-turn running", "data-agent": d.agent, "data-step": d.step, "data-message": d.message_id },
+        h("div", { class: "muted" }, `${d.agent} · step ${d.step}`), text);
+      blocks.set(key, { el, text });
+      box.append(el);
+      box.hidden = false;
+      while (blocks.size > LIVE_TURNS) {
+        const [first, old] = blocks.entries().next().value;
+        old.el.remove();
+        blocks.delete(first);
+      }
+    }
+    return blocks.get(key);
+  };
+  watch(`/v1/tasks/${encodeURIComponent(name)}/stream`, params, (event, data) => {
+    if (typeof data.seq === "number") params.after = data.seq;
+    if (event === "token") {
+      const b = block(data);
+      b.text.textContent = data.restart ? "" : b.text.textContent + (data.delta || "");
+    } else if (event === "turn_end") {
+      for (const b of blocks.values()) if (b.el.dataset.message === data.message_id) b.el.classList.replace("running", "done");
+    } else if (event === "end") {
+      box.dataset.ended = data.phase || "ended";
+      stop.abort();  // the task is over: no reconnect
+    }
+  }, stop.signal);
+  return box;
+}
+
 // -- the page --------------------------------------------------------------------------------
 
 export async function taskPage({ main, params, query, signal }) {
@@ -242,7 +287,8 @@ export async function taskPage({ main, params, query, signal }) {
   views.forEach(([label], i) => bar.append(h("button", { role: "tab", type: "button", "data-tab": label.toLowerCase(), onclick: () => { active = i; drawPanel(); } }, label)));
   drawHeader();
   drawPanel();
-  main.replaceChildren(header, bar, panel);
+  const spoken = TERMINAL.has((task.status || {}).phase) ? "" : liveOutput(name, ns, signal);
+  main.replaceChildren(header, spoken, bar, panel);
   await refreshLogs();
   let logTimer = null;
   watch("/v1/tasks/watch", { namespace: ns, name }, (event, data) => {
