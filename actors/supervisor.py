@@ -25,6 +25,7 @@ from actors.memory_host import RemoteMemoryService
 from actors.metrics_export import export_to_ray, keep_agent_gauges
 from actors.rate_limiter import RayRateLimiter
 from actors.store_host import process_store
+from actors.token_hub import TokenTap
 from orloj_ray.config import ConfigError, ServerConfig
 from orloj_ray.engine.controller import Controller
 from orloj_ray.engine.mailbox import Mailbox
@@ -44,11 +45,23 @@ PEERS_EVERY_S = 2.0
 """How often a supervisor looks which of its peers are alive."""
 
 
-def _sequential_runtime(config: ServerConfig) -> LocalAgentRuntime:
-    """Turns in the supervisor's own process, with the same tools an AgentActor has."""
-    tools = default_tool_runner(config)
-    register_memory(tools, RemoteMemoryService())
-    return LocalAgentRuntime(tools=tools, config=config, limiter=RayRateLimiter())
+class _SequentialRuntime:
+    """Turns in the supervisor's own process, with the same tools and token streaming an
+    AgentActor has."""
+
+    def __init__(self, config: ServerConfig):
+        tools = default_tool_runner(config)
+        register_memory(tools, RemoteMemoryService())
+        self._turns = LocalAgentRuntime(tools=tools, config=config, limiter=RayRateLimiter())
+        self._tokens = TokenTap()
+
+    async def run_turn(self, request):
+        tokens = await self._tokens.publisher(request)  # None unless someone watches the task
+        try:
+            return await self._turns.run_turn(request, sink=tokens)
+        finally:
+            if tokens is not None:
+                await tokens.aclose()
 
 
 def live_supervisors(count: int) -> frozenset[int]:
@@ -76,7 +89,7 @@ class Supervisor:
         worker = f"{name}#{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.shards = Shards(index=index, count=count, names=tuple(supervisor_name(i) for i in range(count)))
         self.controller = Controller(
-            process_store(self.config), _sequential_runtime(self.config) if sequential else PooledAgentRuntime(),
+            process_store(self.config), _SequentialRuntime(self.config) if sequential else PooledAgentRuntime(),
             worker=worker, shards=self.shards, mode=self.mode, max_concurrent_tasks=max_concurrent_tasks,
             max_parallel_turns=1 if sequential else None, task_retention=self.config.task_retention_delta(),
             mcp_policy=McpPolicy.from_config(self.config),

@@ -91,6 +91,46 @@ def test_init_then_apply_run_succeeds(up, tmp_path):
     assert agents and all(a["status"].get("actor") == "idle" for a in agents)  # sequential: no agent actors
 
 
+def test_sequential_turns_stream_their_words_too(up):
+    """In sequential mode the supervisor runs the turns itself; a watched task still streams.
+
+    The closer's turn starts well after the reader arrived (the talker's 1.5 s turn comes first),
+    so its words must come live whatever the race between the create and the read."""
+    import httpx
+
+    from orloj_ray.client import iter_sse
+    from tests_support import apply_all
+
+    _, state, _ = up
+    ns = "seq-stream"
+    agent = lambda name: {"kind": "Agent", "metadata": {"name": name},  # noqa: E731
+                          "spec": {"model_ref": "slow-mock", "prompt": f"You are the {name}.", "limits": {"max_steps": 2}}}
+    docs = [{"kind": "ModelEndpoint", "metadata": {"name": "slow-mock"},
+             "spec": {"provider": "mock", "default_model": "gpt-4o", "options": {"latency_ms": "1500"}}},
+            agent("talker"), agent("closer"),
+            {"kind": "AgentSystem", "metadata": {"name": "duo"},
+             "spec": {"agents": ["talker", "closer"], "graph": {"talker": {"edges": [{"to": "closer"}]}}}}]
+    with httpx.Client(base_url=state["api_url"], timeout=httpx.Timeout(30, read=60)) as http:
+        apply_all(http, ns, docs)
+        resp = http.post("/v1/tasks", params={"namespace": ns}, json={
+            "kind": "Task", "metadata": {"name": "seq-1", "namespace": ns}, "spec": {"system": "duo"}})
+        assert resp.status_code == 201, resp.text
+        events = []
+        with http.stream("GET", "/v1/tasks/seq-1/stream", params={"namespace": ns}) as stream:
+            assert stream.status_code == 200
+            for event, raw in iter_sse(stream.iter_lines(), time.monotonic() + 90):
+                events.append((time.monotonic(), event, json.loads(raw)))
+                if event == "end":
+                    break
+        task = http.get("/v1/tasks/seq-1", params={"namespace": ns}).json()
+    assert events[-1][1:] == ("end", {"phase": "Succeeded"}), events[-3:]
+    closer = [(t, data["delta"]) for t, event, data in events if event == "token" and data["agent"] == "closer"]
+    (closer_end,) = [t for t, event, data in events if event == "turn_end" and data["agent"] == "closer"]
+    assert closer and closer_end - closer[0][0] >= 0.5  # its words came while its turn ran
+    recorded = {r["agent"]: r["output"] for r in task["status"]["trace"] if r["type"] == "model_call"}
+    assert "".join(delta for _, delta in closer) == recorded["closer"]
+
+
 def test_ray_job_submit_imports_the_packages_from_the_working_dir(up):
     env, state, _ = up
     runtime_env = json.dumps({"working_dir": str(REPO), "excludes": [".venv", ".git", "tests", "build", "dist"]})
